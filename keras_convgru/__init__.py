@@ -1,0 +1,38 @@
+"""keras_convgru: convolutional GRU and LSTM layers for Keras 3."""
+
+from keras_convgru.conv_gru import ConvGRU1D
+from keras_convgru.conv_gru import ConvGRU1DCell
+from keras_convgru.conv_gru import ConvGRU2D
+from keras_convgru.conv_gru import ConvGRU2DCell
+from keras_convgru.conv_gru import ConvGRU3D
+from keras_convgru.conv_gru import ConvGRU3DCell
+from keras_convgru.conv_gru import ConvGRUCell
+from keras_convgru.conv_lstm import ConvLSTM1D
+from keras_convgru.conv_lstm import ConvLSTM1DCell
+from keras_convgru.conv_lstm import ConvLSTM2D
+from keras_convgru.conv_lstm import ConvLSTM2DCell
+from keras_convgru.conv_lstm import ConvLSTM3D
+from keras_convgru.conv_lstm import ConvLSTM3DCell
+from keras_convgru.conv_lstm import ConvLSTMCell
+from keras_convgru.conv_rnn import ConvRNN
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvGRUCell",
+    "ConvGRU1DCell",
+    "ConvGRU2DCell",
+    "ConvGRU3DCell",
+    "ConvLSTMCell",
+    "ConvLSTM1DCell",
+    "ConvLSTM2DCell",
+    "ConvLSTM3DCell",
+    "ConvRNN",
+    "ConvGRU1D",
+    "ConvGRU2D",
+    "ConvGRU3D",
+    "ConvLSTM1D",
+    "ConvLSTM2D",
+    "ConvLSTM3D",
+    "__version__",
+]

@@ -1,0 +1,206 @@
+"""Convolutional GRU: cells and layers in 1D, 2D and 3D."""
+
+import keras
+from keras import ops
+
+from keras_convgru._conv_base import ConvRNNCellBase
+from keras_convgru._conv_base import fixed_rank_config
+from keras_convgru._docs import COMMON_CELL_ARGS
+from keras_convgru._docs import cell_doc
+from keras_convgru._docs import layer_doc
+from keras_convgru.conv_rnn import ConvRecurrentLayer
+
+_register = keras.saving.register_keras_serializable(package="keras_convgru")
+
+_GRU_MATH = """
+    With `*` a convolution and `⊙` an elementwise product, gates in the
+    order z, r, h exactly as `keras.layers.GRUCell`:
+
+    ```
+    z  = σ(Wz * x + Uz * h + bz)
+    r  = σ(Wr * x + Ur * h + br)
+    reset_after=True : h̃ = tanh(Wh * x + bxh + r ⊙ (Uh * h + bhh))
+    reset_after=False: h̃ = tanh(Wh * x + Uh * (r ⊙ h) + bh)
+    h' = z ⊙ h + (1 − z) ⊙ h̃
+    ```
+
+    `σ` is `recurrent_activation` and `tanh` is `activation`. With
+    `reset_after=True` (the default, as in Keras and cuDNN) the reset gate
+    scales the state's convolution *after* it is computed, so the input and
+    the state have separate biases; with `reset_after=False` it scales the
+    state *before* its convolution (the original GRU formulation).
+
+    The input-to-state convolutions `W* x` use `strides`, `padding` and
+    `dilation_rate`; the state-to-state convolutions `U* h` always use
+    stride 1 and `"same"` padding. The three gates' convolutions are fused:
+    one convolution with `3 * filters` output channels for the input, one
+    for the state.
+
+    Weights: `kernel` `kernel_size + (in_channels, 3 * filters)`,
+    `recurrent_kernel` `kernel_size + (filters, 3 * filters)`, `bias`
+    `(3 * filters,)`, or `(2, 3 * filters)` with `reset_after=True` (row 0
+    the input bias, row 1 the recurrent bias). With an all-ones
+    `kernel_size` on 1-pixel frames this is exactly `keras.layers.GRU`.
+"""
+
+_RESET_AFTER_ARG = """
+        reset_after: bool (default `True`), apply the reset gate after the
+            state's convolution (see above)."""
+
+
+@_register
+class ConvGRUCell(ConvRNNCellBase):
+    __doc__ = (
+        """Cell of a convolutional GRU, for any rank (1, 2 or 3).
+
+    A GRU whose matrix products are convolutions, so its state is a feature
+    map `(*spatial, filters)`. Use `ConvGRU1DCell`, `ConvGRU2DCell` or
+    `ConvGRU3DCell`, or this class with `rank`, inside `keras_convgru.ConvRNN`
+    or a plain `keras.layers.RNN`.
+"""
+        + _GRU_MATH
+        + """
+    Args:
+        rank: int, 1, 2 or 3: the number of spatial dimensions."""
+        + COMMON_CELL_ARGS.format(rank="`rank`")
+        + _RESET_AFTER_ARG
+        + """
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: one frame `(batch, *spatial, channels)` (or channels first).
+        states: list with one state tensor `(batch, *new_spatial, filters)`.
+        training: Python boolean, whether dropout is active.
+
+    Input shape:
+        `(batch, *spatial, channels)` (`channels_last`) or
+        `(batch, channels, *spatial)` (`channels_first`).
+
+    Output shape:
+        `(output, [new_state])`, both `(batch, *new_spatial, filters)` (or
+        channels first), `new_spatial` the input-to-state convolution's
+        output size.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> import keras_convgru as kc
+    >>> cell = kc.ConvGRUCell(rank=2, filters=4, kernel_size=3,
+    ...                       padding="same")
+    >>> layer = kc.ConvRNN(cell)
+    >>> tuple(layer(np.zeros((2, 5, 8, 8, 3), "float32")).shape)
+    (2, 8, 8, 4)
+    """
+    )
+
+    gate_count = 3
+    _num_states = 1
+
+    def __init__(
+        self, rank, filters, kernel_size, *args, reset_after=True, **kwargs
+    ):
+        super().__init__(rank, filters, kernel_size, *args, **kwargs)
+        self.reset_after = bool(reset_after)
+
+    def _bias_shape(self):
+        if self.reset_after:
+            return (2, self.gate_count * self.filters)
+        return (self.gate_count * self.filters,)
+
+    def input_bias(self):
+        if not self.use_bias:
+            return None
+        return self.bias[0] if self.reset_after else self.bias
+
+    def recurrent_step(self, projection, states, training=False):
+        h_tm1 = states[0] if keras.tree.is_nested(states) else states
+        x_z, x_r, x_h = self.split_gates(projection)
+        h_conv_input = self._state_for_recurrent_conv(h_tm1, training)
+
+        if self.reset_after:
+            recurrent = self.recurrent_conv(h_conv_input, self.recurrent_kernel)
+            if self.use_bias:
+                recurrent = self._add_channel_bias(recurrent, self.bias[1])
+            h_z, h_r, h_h = self.split_gates(recurrent)
+            z = self.recurrent_activation(x_z + h_z)
+            r = self.recurrent_activation(x_r + h_r)
+            h_tilde = self.activation(x_h + r * h_h)
+        else:
+            split = 2 * self.filters
+            recurrent = self.recurrent_conv(
+                h_conv_input, self.recurrent_kernel[..., :split]
+            )
+            h_z, h_r = self.split_gates(recurrent, 2)
+            z = self.recurrent_activation(x_z + h_z)
+            r = self.recurrent_activation(x_r + h_r)
+            h_h = self.recurrent_conv(
+                r * h_conv_input, self.recurrent_kernel[..., split:]
+            )
+            h_tilde = self.activation(x_h + h_h)
+
+        h = z * h_tm1 + (1 - z) * h_tilde
+        new_states = [h] if keras.tree.is_nested(states) else h
+        return h, new_states
+
+    def get_config(self):
+        return {**super().get_config(), "reset_after": self.reset_after}
+
+
+def _fixed_rank_cell(rank):
+    """A ConvGRUCell subclass whose rank is fixed (not an argument)."""
+
+    class FixedRankConvGRUCell(ConvGRUCell):
+        def __init__(self, filters, kernel_size, *args, **kwargs):
+            super().__init__(rank, filters, kernel_size, *args, **kwargs)
+
+        def get_config(self):
+            return fixed_rank_config(super().get_config())
+
+    return FixedRankConvGRUCell
+
+
+@_register
+class ConvGRU1DCell(_fixed_rank_cell(1)):
+    __doc__ = cell_doc("ConvGRU", 1, _GRU_MATH, _RESET_AFTER_ARG, 1)
+
+
+@_register
+class ConvGRU2DCell(_fixed_rank_cell(2)):
+    __doc__ = cell_doc("ConvGRU", 2, _GRU_MATH, _RESET_AFTER_ARG, 1)
+
+
+@_register
+class ConvGRU3DCell(_fixed_rank_cell(3)):
+    __doc__ = cell_doc("ConvGRU", 3, _GRU_MATH, _RESET_AFTER_ARG, 1)
+
+
+_GRU_INTRO = """
+    A GRU whose matrix products are convolutions: for sequences of frames
+    (video, radar, volumes) where the state must stay a feature map. It has
+    three gates to the LSTM's four: a quarter fewer parameters and FLOPs,
+    and no separate cell state.
+"""
+
+
+def _layer_doc(rank):
+    return layer_doc("ConvGRU", rank, _GRU_MATH, _RESET_AFTER_ARG, ["h"],
+                     _GRU_INTRO)
+
+
+@_register
+class ConvGRU1D(ConvRecurrentLayer):
+    __doc__ = _layer_doc(1)
+    cell_class = ConvGRU1DCell
+
+
+@_register
+class ConvGRU2D(ConvRecurrentLayer):
+    __doc__ = _layer_doc(2)
+    cell_class = ConvGRU2DCell
+
+
+@_register
+class ConvGRU3D(ConvRecurrentLayer):
+    __doc__ = _layer_doc(3)
+    cell_class = ConvGRU3DCell

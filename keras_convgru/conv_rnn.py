@@ -1,0 +1,477 @@
+"""`ConvRNN`: a `keras.layers.RNN` for convolutional cells."""
+
+import inspect
+
+import keras
+from keras import ops
+
+from keras_convgru._conv_base import ConvRNNCellBase
+
+
+def _cells_of(cell):
+    """The list of cells behind `cell` (a single cell or a stack)."""
+    if isinstance(cell, keras.layers.StackedRNNCells):
+        return list(cell.cells)
+    return [cell]
+
+
+def _num_states(cell):
+    size = cell.state_size
+    return len(size) if isinstance(size, (list, tuple)) else 1
+
+
+def _nest_like_state_size(cell, states):
+    """Single-state cells take a tensor, multi-state cells a list."""
+    if isinstance(cell.state_size, (list, tuple)):
+        return list(states)
+    return states[0]
+
+
+@keras.saving.register_keras_serializable(package="keras_convgru")
+class ConvRNN(keras.layers.RNN):
+    """Recurrent layer for convolutional cells, with N-D states.
+
+    `keras.layers.RNN` assumes that states and outputs are vectors
+    `(batch, units)`: inside a functional model it cannot work out the shape
+    of a convolutional cell's output, and it needs static frame sizes to
+    build a zero state. `ConvRNN` is the same layer for cells whose states
+    are feature maps `(batch, *spatial, filters)`: it works in Sequential,
+    functional and subclassed models, with frames of unknown size
+    (`keras.Input((None, None, None, channels))`), with a list of cells
+    (stacked: each cell's output sequence feeds the next cell), and
+    everywhere a `keras.layers.RNN` does (`Bidirectional`, masking,
+    `stateful`, `unroll`).
+
+    For the keras_convgru cells it also moves the input-to-state
+    convolution out of the time loop: the input projection of all gates for
+    all time steps is one convolution over `(batch * time, ...)` frames,
+    and the loop only runs the state-to-state convolution and the gate
+    math. The result is identical to stepping the cell with
+    `keras.layers.RNN`.
+
+    A cell usable here follows the `keras.layers.RNN` cell protocol and also
+    has `compute_output_shape(step_input_shape)` returning
+    `(output_shape, [state_shape, ...])`, like the keras_convgru cells.
+
+    Args:
+        cell: a convolutional RNN cell instance (e.g.
+            `keras_convgru.ConvGRU2DCell`) or a list of them (stacked).
+        return_sequences: Boolean (default `False`). Whether to return the
+            last output in the output sequence, or the full sequence.
+        return_state: Boolean (default `False`). Whether to return the last
+            states in addition to the output.
+        go_backwards: Boolean (default `False`). If `True`, process the input
+            sequence backwards and return the reversed sequence.
+        stateful: Boolean (default `False`). If `True`, the last state of
+            each sample of a batch is the initial state of the same sample
+            in the next batch. Needs a fixed batch size and fixed frame
+            sizes.
+        unroll: Boolean (default `False`). If `True`, unroll the time loop
+            (needs a fixed number of time steps).
+        zero_output_for_mask: Boolean (default `False`). Whether masked
+            time steps output zeros instead of the previous output
+            (`return_sequences=True` only).
+        **kwargs: standard layer arguments (`name`, `dtype`,
+            `activity_regularizer`, ...).
+
+    Call arguments:
+        sequences: a tensor `(batch, time, *spatial, channels)` (or
+            `(batch, time, channels, *spatial)` with `channels_first`).
+        initial_state: list of initial state tensors (GRU cells: one,
+            LSTM cells: two, per cell). `None` means zeros.
+        mask: boolean tensor `(batch, time)`; a masked step carries the
+            state forward.
+        training: Python boolean, whether dropout is active.
+
+    Input shape:
+        `(batch, time, *spatial, channels)` (`channels_last`) or
+        `(batch, time, channels, *spatial)` (`channels_first`). Any
+        spatial size may be `None`.
+
+    Output shape:
+        - `return_sequences=False`: `(batch, *new_spatial, filters)`.
+        - `return_sequences=True`: `(batch, time, *new_spatial, filters)`.
+        - `return_state=True`: a list `[output, *states]`, each state
+          `(batch, *new_spatial, filters)`.
+        `new_spatial` is the input-to-state convolution's output size
+        (channels first for `channels_first`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> import keras_convgru as kc
+    >>> inputs = keras.Input((None, None, None, 3))
+    >>> cells = [kc.ConvGRU2DCell(8, 3, padding="same"),
+    ...          kc.ConvLSTM2DCell(4, 3, padding="same")]
+    >>> outputs = kc.ConvRNN(cells, return_sequences=True)(inputs)
+    >>> model = keras.Model(inputs, outputs)
+    >>> model(np.zeros((2, 5, 16, 16, 3), "float32")).shape
+    TensorShape([2, 5, 16, 16, 4])
+    """
+
+    def __init__(
+        self,
+        cell,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        zero_output_for_mask=False,
+        **kwargs,
+    ):
+        cells = list(cell) if isinstance(cell, (list, tuple)) else [cell]
+        if not cells:
+            raise ValueError(
+                "Argument `cell` must be a cell or a non-empty list of "
+                f"cells. Received: cell={cell!r}"
+            )
+        for c in _cells_of(cells[0]) if len(cells) == 1 else cells:
+            if not callable(getattr(c, "compute_output_shape", None)) or (
+                getattr(c, "state_size", None) is None
+            ):
+                raise ValueError(
+                    "ConvRNN needs convolutional RNN cells: each cell must "
+                    "have `state_size`, `call` and "
+                    "`compute_output_shape(step_input_shape)` returning "
+                    "(output_shape, state_shapes). Received: "
+                    f"cell={c!r}"
+                )
+        ranks = {getattr(c, "rank", None) for c in cells}
+        if len(ranks) > 1:
+            raise ValueError(
+                "All stacked cells must have the same rank. Received cells "
+                f"of ranks {sorted(ranks, key=str)}"
+            )
+        super().__init__(
+            cell,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            go_backwards=go_backwards,
+            stateful=stateful,
+            unroll=unroll,
+            zero_output_for_mask=zero_output_for_mask,
+            **kwargs,
+        )
+        self.rank = ranks.pop()
+        if self.rank is not None:
+            self.input_spec = keras.layers.InputSpec(ndim=self.rank + 3)
+        self._step_input_shape = None
+
+    # -- helpers --------------------------------------------------------------
+
+    @property
+    def _cells(self):
+        return _cells_of(self.cell)
+
+    def _hoists_input_projection(self):
+        """Whether the input projection can be computed before the loop.
+
+        True for a single keras_convgru cell whose `call` is the base one
+        (a subclass that overrides `call` is stepped as it is).
+        """
+        cell = self.cell
+        return (
+            isinstance(cell, ConvRNNCellBase)
+            and type(cell).call is ConvRNNCellBase.call
+        )
+
+    def _state_shapes(self, step_shape):
+        """Per cell, the shapes of its states, and the output shape."""
+        shapes = []
+        shape = tuple(step_shape)
+        for cell in self._cells:
+            shape, state_shapes = cell.compute_output_shape(shape)
+            shape = tuple(shape)
+            shapes.append([tuple(s) for s in state_shapes])
+        return shape, shapes
+
+    def _structure_states(self, per_cell_states):
+        """Nest a per-cell list of state lists as the cell expects."""
+        cells = self._cells
+        if len(cells) == 1 and not isinstance(
+            self.cell, keras.layers.StackedRNNCells
+        ):
+            return list(per_cell_states[0])
+        return [
+            _nest_like_state_size(cell, states)
+            for cell, states in zip(cells, per_cell_states)
+        ]
+
+    def _zero_initial_state(self, sequences):
+        """Zero states sized from the actual (maybe dynamic) input."""
+        shape = ops.shape(sequences)
+        batch = shape[0]
+        step_shape = (batch, *shape[2:])
+        per_cell = []
+        for cell in self._cells:
+            if isinstance(cell, ConvRNNCellBase):
+                spatial = cell._spatial(step_shape)
+                states = cell.zero_states(batch, spatial)
+                step_shape = cell.state_shape(batch, spatial)
+            else:
+                out_shape, state_shapes = cell.compute_output_shape(
+                    step_shape
+                )
+                states = [
+                    ops.zeros(s, dtype=cell.compute_dtype)
+                    for s in state_shapes
+                ]
+                step_shape = tuple(out_shape)
+            per_cell.append(states)
+        return self._structure_states(per_cell)
+
+    # -- Layer API ------------------------------------------------------------
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        sequences_shape = tuple(sequences_shape)
+        if self.rank is not None and len(sequences_shape) != self.rank + 3:
+            raise ValueError(
+                f"Layer '{self.name}' expects inputs of rank {self.rank + 3} "
+                f"(batch, time, {self.rank} spatial dimensions, channels). "
+                f"Received: input shape={sequences_shape}"
+            )
+        if self.stateful and sequences_shape[0] is None:
+            raise ValueError(
+                f"Layer '{self.name}' has `stateful=True`, which needs a "
+                "fixed batch size: pass `batch_size=` to `keras.Input` (or "
+                "`batch_shape=`). Received: input shape="
+                f"{sequences_shape}"
+            )
+        step_shape = (sequences_shape[0],) + sequences_shape[2:]
+        self._step_input_shape = step_shape
+        # Build the cells with their true N-D input shapes (a
+        # keras.layers.StackedRNNCells would pass `(batch, units)`).
+        shape = step_shape
+        for cell in self._cells:
+            if isinstance(cell, keras.layers.Layer) and not cell.built:
+                cell.build(shape)
+                cell.built = True
+            shape = tuple(cell.compute_output_shape(shape)[0])
+        if isinstance(self.cell, keras.layers.StackedRNNCells):
+            self.cell.built = True
+        if self.stateful and self.rank is not None:
+            spatial = self._cells[0]._spatial(step_shape)
+            if any(n is None for n in spatial):
+                raise ValueError(
+                    f"Layer '{self.name}' has `stateful=True`, which needs "
+                    "fixed frame sizes to hold its state. Received: input "
+                    f"shape={sequences_shape}"
+                )
+        channel_axis = getattr(self._cells[0], "channel_axis", None)
+        if self.rank is not None and channel_axis is not None:
+            channels = step_shape[channel_axis]
+            axis = channel_axis if channel_axis < 0 else channel_axis + 1
+            self.input_spec = keras.layers.InputSpec(
+                ndim=self.rank + 3, axes={axis: channels}
+            )
+        super().build(sequences_shape, initial_state_shape)
+
+    def get_initial_state(self, batch_size):
+        if self._step_input_shape is None:
+            return super().get_initial_state(batch_size)
+        step_shape = (batch_size,) + tuple(self._step_input_shape[1:])
+        _, per_cell_shapes = self._state_shapes(step_shape)
+        per_cell = []
+        for cell, shapes in zip(self._cells, per_cell_shapes):
+            if any(d is None for s in shapes for d in s[1:]):
+                raise ValueError(
+                    f"Layer '{self.name}' cannot make a zero state without "
+                    f"the frame size: state shapes {shapes}."
+                )
+            per_cell.append(
+                [ops.zeros(s, dtype=cell.compute_dtype) for s in shapes]
+            )
+        return self._structure_states(per_cell)
+
+    def _check_initial_state(self, sequences, initial_state):
+        flat = keras.tree.flatten(initial_state)
+        step_shape = (sequences.shape[0],) + tuple(sequences.shape[2:])
+        _, per_cell_shapes = self._state_shapes(step_shape)
+        expected = [s for shapes in per_cell_shapes for s in shapes]
+        if len(flat) != len(expected):
+            raise ValueError(
+                f"Layer '{self.name}' expects {len(expected)} initial "
+                f"state tensor(s) of shape(s) {expected}. Received: "
+                f"{len(flat)} tensor(s) in initial_state"
+            )
+        for i, (state, shape) in enumerate(zip(flat, expected)):
+            got = tuple(state.shape)
+            compatible = len(got) == len(shape) and all(
+                a is None or b is None or a == b for a, b in zip(got, shape)
+            )
+            if not compatible:
+                raise ValueError(
+                    f"Layer '{self.name}': initial_state[{i}] must have "
+                    f"shape {shape}. Received: initial_state[{i}].shape="
+                    f"{got}"
+                )
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        if initial_state is not None:
+            if not keras.tree.is_nested(initial_state):
+                initial_state = [initial_state]
+            self._check_initial_state(sequences, initial_state)
+            if len(self._cells) > 1:
+                # Accept a flat list of states for a stack, too.
+                flat = list(keras.tree.flatten(initial_state))
+                per_cell = []
+                for cell in self._cells:
+                    n = _num_states(cell)
+                    per_cell.append(flat[:n])
+                    flat = flat[n:]
+                initial_state = self._structure_states(per_cell)
+        elif not self.stateful:
+            initial_state = self._zero_initial_state(sequences)
+
+        if not self._hoists_input_projection():
+            return super().call(
+                sequences,
+                initial_state=initial_state,
+                mask=mask,
+                training=training,
+            )
+
+        cell = self.cell
+        if training and 0.0 < cell.dropout < 1.0:
+            # One mask per sequence, shared by all steps (as Keras's RNNs).
+            noise_shape = list(ops.shape(sequences))
+            noise_shape[1] = 1
+            sequences = sequences * cell.dropout_mask(
+                noise_shape, cell.dropout
+            )
+        projection = self._project_all_steps(sequences)
+        recurrent_mask = None
+        if training and 0.0 < cell.recurrent_dropout < 1.0:
+            if initial_state is None:
+                state_shape = ops.shape(keras.tree.flatten(self.states)[0])
+            else:
+                state_shape = ops.shape(keras.tree.flatten(initial_state)[0])
+            recurrent_mask = cell.dropout_mask(
+                state_shape, cell.recurrent_dropout
+            )
+        with cell.stepping_projected_inputs(recurrent_mask):
+            return super().call(
+                projection,
+                initial_state=initial_state,
+                mask=mask,
+                training=training,
+            )
+
+    def _project_all_steps(self, sequences):
+        """The cell's input projection for every time step at once."""
+        shape = ops.shape(sequences)
+        frames = ops.reshape(sequences, (-1, *shape[2:]))
+        projection = self.cell.input_projection(frames)
+        return ops.reshape(
+            projection, (shape[0], shape[1], *ops.shape(projection)[1:])
+        )
+
+    def compute_output_shape(self, sequences_shape, initial_state_shape=None):
+        sequences_shape = tuple(sequences_shape)
+        batch, steps = sequences_shape[0], sequences_shape[1]
+        step_shape = (batch,) + sequences_shape[2:]
+        output_shape, per_cell_shapes = self._state_shapes(step_shape)
+        if self.return_sequences:
+            output_shape = (batch, steps) + output_shape[1:]
+        if not self.return_state:
+            return output_shape
+        states = self._structure_states(per_cell_shapes)
+        return (output_shape, *states)
+
+    def compute_mask(self, _, mask):
+        mask = keras.tree.flatten(mask)[0] if mask is not None else None
+        output_mask = mask if self.return_sequences else None
+        if self.return_state:
+            n = sum(_num_states(c) for c in self._cells)
+            return [output_mask] + [None] * n
+        return output_mask
+
+
+def _cell_attribute(name):
+    def getter(self):
+        return getattr(self.cell, name)
+
+    getter.__name__ = name
+    getter.__doc__ = f"The cell's `{name}`."
+    return getter
+
+
+class ConvRecurrentLayer(ConvRNN):
+    """A `ConvRNN` around one cell built from the layer's own arguments.
+
+    The family layers (`ConvGRU1D`, ..., `ConvLSTM3D`) subclass this: their
+    config is the cell's config plus the RNN arguments, as
+    `keras.layers.ConvLSTM2D`'s is, and every cell argument can be read on
+    the layer (`layer.filters`, `layer.kernel_size`, ...).
+    """
+
+    cell_class = None
+    # Arguments of Layer.__init__ that the cell receives too.
+    _shared_layer_arguments = ("dtype",)
+
+    def __init__(
+        self,
+        *args,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        **kwargs,
+    ):
+        cell_arguments = self._cell_argument_names()
+        cell_kwargs = {k: kwargs.pop(k) for k in cell_arguments if k in kwargs}
+        for name in self._shared_layer_arguments:
+            if name in kwargs:
+                cell_kwargs[name] = kwargs[name]
+        cell = self.cell_class(*args, name="cell", **cell_kwargs)
+        super().__init__(
+            cell,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            go_backwards=go_backwards,
+            stateful=stateful,
+            unroll=unroll,
+            **kwargs,
+        )
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.cell_class is None:
+            return
+        # Read-only access to the cell's arguments on the layer, as
+        # keras.layers.ConvLSTM2D's `filters`, `kernel_size`, ... give.
+        for name in cls._cell_argument_names():
+            if name == "rank" or hasattr(cls, name):
+                continue
+            setattr(cls, name, property(_cell_attribute(name)))
+
+    @classmethod
+    def _cell_argument_names(cls):
+        names = []
+        for klass in cls.cell_class.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is not None:
+                for p in inspect.signature(init).parameters.values():
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in (
+                        "self",
+                        *names,
+                    ):
+                        names.append(p.name)
+            if klass is ConvRNNCellBase:
+                break
+        return tuple(names)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["cell"]
+        cell_config = self.cell.get_config()
+        for key in ("name", "trainable", "dtype"):
+            cell_config.pop(key, None)
+        return {**config, **cell_config}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
