@@ -1,0 +1,49 @@
+# Developer and CI entry points. Needs only python3 and GNU make.
+
+PY ?= python3
+VENV = .venv
+BIN = $(VENV)/bin
+STAMP = $(VENV)/.installed
+
+# Source folders to lint; only those that exist.
+LINT_DIRS = $(wildcard keras_convgru tests examples benchmarks)
+
+export TF_CPP_MIN_LOG_LEVEL = 2
+
+.PHONY: install lint test test-tf test-jax demo clean distclean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install pip==26.3
+	$(BIN)/python -m pip install -c constraints.txt -e ".[tensorflow,jax,dev]"
+	touch $@
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
+
+# Both backends always run; the target fails if either one fails.
+test: install lint
+	status=0; \
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q || status=1; \
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q || status=1; \
+	exit $$status
+
+test-tf: install
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q
+
+test-jax: install
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/python examples/quickstart_moving_squares.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d \
+		-exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
