@@ -10,7 +10,7 @@ LINT_DIRS = $(wildcard keras_convgru tests examples benchmarks)
 
 export TF_CPP_MIN_LOG_LEVEL = 2
 
-.PHONY: install lint test test-tf test-jax demo clean distclean
+.PHONY: install lint test test-tf test-jax demo bench clean distclean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,10 +40,20 @@ test-jax: install
 demo: install
 	$(BIN)/python examples/quickstart_moving_squares.py
 
+# Side-by-side speed and memory (TensorFlow backend, CPU); see
+# docs/performance.md. Takes a while: every peer runs in its own process.
+bench: install
+	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/bench_convrnn.py
+
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d \
 		-exec rm -rf {} +
 
-distclean: clean
+dist# Side-by-side speed and memory (TensorFlow backend, CPU); see
+# docs/performance.md. Takes a while: every peer runs in its own process.
+bench: install
+	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/bench_convrnn.py
+
+clean: clean
 	rm -rf $(VENV)

@@ -218,9 +218,7 @@ class ConvRNNCellBase(keras.layers.Layer):
         )
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.recurrent_constraint = keras.constraints.get(
-            recurrent_constraint
-        )
+        self.recurrent_constraint = keras.constraints.get(recurrent_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
         self.dropout = validate_rate(dropout, "dropout")
         self.recurrent_dropout = validate_rate(
@@ -244,7 +242,7 @@ class ConvRNNCellBase(keras.layers.Layer):
         self._inputs_are_projected = False
         self._recurrent_dropout_mask = None
 
-    # -- layout -------------------------------------------------------------
+    # -- layout --------------------------------------------------------------
 
     @property
     def channel_axis(self):
@@ -292,7 +290,7 @@ class ConvRNNCellBase(keras.layers.Layer):
                     f"spatial shape {tuple(spatial)} ({where})."
                 )
 
-    # -- weights --------------------------------------------------------------
+    # -- weights -------------------------------------------------------------
 
     def _bias_shape(self):
         return (self.gate_count * self.filters,)
@@ -356,7 +354,7 @@ class ConvRNNCellBase(keras.layers.Layer):
             self.bias = None
         self.built = True
 
-    # -- the two parts of a step ------------------------------------------------
+    # -- the two parts of a step ---------------------------------------------
 
     def _add_channel_bias(self, x, bias):
         if bias is None:
@@ -439,7 +437,7 @@ class ConvRNNCellBase(keras.layers.Layer):
             self._inputs_are_projected = False
             self._recurrent_dropout_mask = None
 
-    # -- dropout and states -------------------------------------------------
+    # -- dropout and states --------------------------------------------------
 
     def dropout_mask(self, shape, rate):
         """A scaled Bernoulli mask (`keras.random.dropout` of ones)."""

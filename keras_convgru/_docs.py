@@ -66,9 +66,10 @@ def cell_doc(family, rank, math, family_args, num_states):
     spatial = SPATIAL_NAMES[rank]
     frames = _dims(EXAMPLE_FRAMES[rank])
     states = "one state tensor" if num_states == 1 else "the states `[h, c]`"
-    return f"""{rank}D convolutional {family} cell (`{family}Cell` with `rank={rank}`).
+    return f"""{rank}D convolutional {family} cell.
 
-    Steps one frame `(batch, {spatial}, channels)` at a time. Use it in
+    `{family}Cell` with `rank={rank}`. Steps one frame
+    `(batch, {spatial}, channels)` at a time. Use it in
     `keras_convgru.ConvRNN` (`{family}{rank}D` is exactly that) or in a
     plain `keras.layers.RNN`.
 {math}

@@ -1,7 +1,6 @@
 """Convolutional GRU: cells and layers in 1D, 2D and 3D."""
 
 import keras
-from keras import ops
 
 from keras_convgru._conv_base import ConvRNNCellBase
 from keras_convgru._conv_base import fixed_rank_config
@@ -184,8 +183,9 @@ _GRU_INTRO = """
 
 
 def _layer_doc(rank):
-    return layer_doc("ConvGRU", rank, _GRU_MATH, _RESET_AFTER_ARG, ["h"],
-                     _GRU_INTRO)
+    return layer_doc(
+        "ConvGRU", rank, _GRU_MATH, _RESET_AFTER_ARG, ["h"], _GRU_INTRO
+    )
 
 
 @_register

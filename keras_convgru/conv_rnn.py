@@ -211,12 +211,9 @@ class ConvRNN(keras.layers.RNN):
                 states = cell.zero_states(batch, spatial)
                 step_shape = cell.state_shape(batch, spatial)
             else:
-                out_shape, state_shapes = cell.compute_output_shape(
-                    step_shape
-                )
+                out_shape, state_shapes = cell.compute_output_shape(step_shape)
                 states = [
-                    ops.zeros(s, dtype=cell.compute_dtype)
-                    for s in state_shapes
+                    ops.zeros(s, dtype=cell.compute_dtype) for s in state_shapes
                 ]
                 step_shape = tuple(out_shape)
             per_cell.append(states)
@@ -325,6 +322,9 @@ class ConvRNN(keras.layers.RNN):
         elif not self.stateful:
             initial_state = self._zero_initial_state(sequences)
 
+        if mask is not None:
+            mask = self._broadcastable_mask(mask)
+
         if not self._hoists_input_projection():
             return super().call(
                 sequences,
@@ -338,9 +338,7 @@ class ConvRNN(keras.layers.RNN):
             # One mask per sequence, shared by all steps (as Keras's RNNs).
             noise_shape = list(ops.shape(sequences))
             noise_shape[1] = 1
-            sequences = sequences * cell.dropout_mask(
-                noise_shape, cell.dropout
-            )
+            sequences = sequences * cell.dropout_mask(noise_shape, cell.dropout)
         projection = self._project_all_steps(sequences)
         recurrent_mask = None
         if training and 0.0 < cell.recurrent_dropout < 1.0:
@@ -358,6 +356,20 @@ class ConvRNN(keras.layers.RNN):
                 mask=mask,
                 training=training,
             )
+
+    def _broadcastable_mask(self, mask):
+        """`(batch, time)` -> `(batch, time, 1, ..., 1)`.
+
+        Keras's JAX loop broadcasts the per-step mask `(batch, 1)` against
+        the state, which fails for N-D states; with trailing unit axes the
+        mask broadcasts on every backend.
+        """
+        mask = keras.tree.flatten(mask)[0]
+        if self.rank is None or len(mask.shape) != 2:
+            return mask
+        for _ in range(self.rank + 1):
+            mask = ops.expand_dims(mask, -1)
+        return mask
 
     def _project_all_steps(self, sequences):
         """The cell's input projection for every time step at once."""
@@ -455,10 +467,8 @@ class ConvRecurrentLayer(ConvRNN):
             init = klass.__dict__.get("__init__")
             if init is not None:
                 for p in inspect.signature(init).parameters.values():
-                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in (
-                        "self",
-                        *names,
-                    ):
+                    named = p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                    if named and p.name != "self" and p.name not in names:
                         names.append(p.name)
             if klass is ConvRNNCellBase:
                 break

@@ -1,0 +1,310 @@
+"""Plain NumPy reference for ConvGRU and ConvLSTM, written from API.md.
+
+Nothing here imports keras or keras_convgru: this module is the independent
+oracle the layers are checked against. Everything is computed in float64 with
+explicit loops over kernel offsets, so a reader can check it against the
+equations line by line.
+
+Layout conventions (channels_last):
+
+* sequences: ``(batch, time, *spatial, channels)``
+* kernels: ``(*kernel_size, in_channels, gates * filters)``
+* states: ``(batch, *state_spatial, filters)``
+"""
+
+import itertools
+import math
+
+import numpy as np
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _as_tuple(value, rank):
+    if np.isscalar(value):
+        return (int(value),) * rank
+    value = tuple(int(v) for v in value)
+    if len(value) != rank:
+        raise ValueError(f"Expected {rank} values, received {value}")
+    return value
+
+
+def _same_padding(size, kernel, stride, dilation):
+    """Left/right padding of one axis, exactly as TensorFlow's "same"."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_output_spatial_shape(
+    spatial_shape, kernel_size, strides, padding, dilation_rate
+):
+    """Spatial output size of a convolution, TensorFlow conventions."""
+    rank = len(spatial_shape)
+    strides = _as_tuple(strides, rank)
+    dilation_rate = _as_tuple(dilation_rate, rank)
+    kernel_size = _as_tuple(kernel_size, rank)
+    shape = []
+    for n, k, s, d in zip(spatial_shape, kernel_size, strides, dilation_rate):
+        if padding == "same":
+            shape.append(math.ceil(n / s))
+        elif padding == "valid":
+            shape.append((n - (k - 1) * d - 1) // s + 1)
+        else:
+            raise ValueError(f"Unknown padding: {padding!r}")
+    return tuple(shape)
+
+
+def conv_nd(x, w, strides=1, padding="valid", dilation_rate=1):
+    """N-D cross-correlation (no kernel flip), channels_last.
+
+    Args:
+        x: ``(batch, *spatial, in_channels)``.
+        w: ``(*kernel_size, in_channels, out_channels)``.
+        strides, dilation_rate: int or tuple of ``rank`` ints.
+        padding: ``"same"`` (TensorFlow's: extra pad on the right) or
+            ``"valid"``.
+
+    Returns:
+        ``(batch, *out_spatial, out_channels)`` in float64.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    rank = w.ndim - 2
+    if x.ndim != rank + 2:
+        raise ValueError(f"x has rank {x.ndim}, kernel implies {rank + 2}")
+    kernel_size = w.shape[:rank]
+    strides = _as_tuple(strides, rank)
+    dilation_rate = _as_tuple(dilation_rate, rank)
+    spatial = x.shape[1:-1]
+    out_shape = conv_output_spatial_shape(
+        spatial, kernel_size, strides, padding, dilation_rate
+    )
+
+    if padding == "same":
+        pads = [
+            _same_padding(n, k, s, d)
+            for n, k, s, d in zip(spatial, kernel_size, strides, dilation_rate)
+        ]
+        x = np.pad(x, [(0, 0)] + pads + [(0, 0)])
+
+    out = np.zeros((x.shape[0],) + out_shape + (w.shape[-1],), np.float64)
+    for offset in itertools.product(*(range(k) for k in kernel_size)):
+        window = tuple(
+            slice(o * d, o * d + (n_out - 1) * s + 1, s)
+            for o, d, s, n_out in zip(offset, dilation_rate, strides, out_shape)
+        )
+        patch = x[(slice(None),) + window + (slice(None),)]
+        out += np.einsum("...c,cd->...d", patch, w[offset])
+    return out
+
+
+def _time_order(time_steps, go_backwards):
+    steps = range(time_steps)
+    return list(reversed(steps)) if go_backwards else list(steps)
+
+
+def _step_mask(mask, t, state):
+    """``(batch,)`` bool mask at step ``t`` shaped to broadcast on ``state``."""
+    if mask is None:
+        return np.ones((state.shape[0],) + (1,) * (state.ndim - 1), bool)
+    m = np.asarray(mask, dtype=bool)[:, t]
+    return m.reshape((state.shape[0],) + (1,) * (state.ndim - 1))
+
+
+def _initial_state(x_seq, filters, kernel_size, strides, padding, dilation):
+    spatial = conv_output_spatial_shape(
+        x_seq.shape[2:-1], kernel_size, strides, padding, dilation
+    )
+    return np.zeros((x_seq.shape[0],) + spatial + (filters,), np.float64)
+
+
+def conv_gru_reference(
+    x_seq,
+    kernel,
+    recurrent_kernel,
+    bias,
+    *,
+    strides=1,
+    padding="valid",
+    dilation_rate=1,
+    reset_after=True,
+    h0=None,
+    mask=None,
+    go_backwards=False,
+    activation=np.tanh,
+    recurrent_activation=sigmoid,
+):
+    """ConvGRU over a sequence, channels_last, gate order z, r, h.
+
+    ``bias`` is ``(3f,)``, ``(2, 3f)`` when ``reset_after`` (row 0 input
+    bias, row 1 recurrent bias), or ``None`` (``use_bias=False``).
+
+    A masked step (``mask[b, t] == 0``) keeps the state and repeats the
+    previous output (zeros before the first output), as ``keras.layers.GRU``
+    does with its default ``zero_output_for_mask=False``.
+
+    Returns:
+        ``(outputs, h_T)``: outputs ``(batch, time, *state_spatial, f)`` in
+        processing order (reversed in time when ``go_backwards``), as
+        ``keras.layers.GRU(return_sequences=True)`` returns them.
+    """
+    x_seq = np.asarray(x_seq, np.float64)
+    kernel = np.asarray(kernel, np.float64)
+    recurrent_kernel = np.asarray(recurrent_kernel, np.float64)
+    rank = kernel.ndim - 2
+    filters = recurrent_kernel.shape[-1] // 3
+    f = filters
+
+    if bias is None:
+        input_bias = np.zeros(3 * f)
+        recurrent_bias = np.zeros(3 * f)
+    elif reset_after:
+        input_bias, recurrent_bias = np.asarray(bias, np.float64)
+    else:
+        input_bias = np.asarray(bias, np.float64)
+        recurrent_bias = np.zeros(3 * f)
+
+    u_z = recurrent_kernel[..., :f]
+    u_r = recurrent_kernel[..., f : 2 * f]
+    u_h = recurrent_kernel[..., 2 * f :]
+
+    def recurrent_conv(state, w):
+        return conv_nd(state, w, strides=1, padding="same", dilation_rate=1)
+
+    if h0 is None:
+        h = _initial_state(
+            x_seq, f, kernel.shape[:rank], strides, padding, dilation_rate
+        )
+    else:
+        h = np.asarray(h0, np.float64)
+    previous_output = np.zeros_like(h)
+    outputs = []
+    for t in _time_order(x_seq.shape[1], go_backwards):
+        x_proj = (
+            conv_nd(x_seq[:, t], kernel, strides, padding, dilation_rate)
+            + input_bias
+        )
+        x_z = x_proj[..., :f]
+        x_r = x_proj[..., f : 2 * f]
+        x_h = x_proj[..., 2 * f :]
+
+        z = recurrent_activation(
+            x_z + recurrent_conv(h, u_z) + recurrent_bias[:f]
+        )
+        r = recurrent_activation(
+            x_r + recurrent_conv(h, u_r) + recurrent_bias[f : 2 * f]
+        )
+        if reset_after:
+            h_tilde = activation(
+                x_h + r * (recurrent_conv(h, u_h) + recurrent_bias[2 * f :])
+            )
+        else:
+            h_tilde = activation(x_h + recurrent_conv(r * h, u_h))
+        h_new = z * h + (1.0 - z) * h_tilde
+
+        keep = _step_mask(mask, t, h)
+        h = np.where(keep, h_new, h)
+        previous_output = np.where(keep, h_new, previous_output)
+        outputs.append(previous_output)
+    return np.stack(outputs, axis=1), h
+
+
+def conv_lstm_reference(
+    x_seq,
+    kernel,
+    recurrent_kernel,
+    bias,
+    *,
+    strides=1,
+    padding="valid",
+    dilation_rate=1,
+    h0=None,
+    c0=None,
+    mask=None,
+    go_backwards=False,
+    activation=np.tanh,
+    recurrent_activation=sigmoid,
+):
+    """ConvLSTM over a sequence, channels_last, gate order i, f, c, o.
+
+    ``bias`` is ``(4f,)`` or ``None``. Masking and output order as in
+    :func:`conv_gru_reference`.
+
+    Returns:
+        ``(outputs, h_T, c_T)``.
+    """
+    x_seq = np.asarray(x_seq, np.float64)
+    kernel = np.asarray(kernel, np.float64)
+    recurrent_kernel = np.asarray(recurrent_kernel, np.float64)
+    rank = kernel.ndim - 2
+    n = recurrent_kernel.shape[-1] // 4
+    bias = np.zeros(4 * n) if bias is None else np.asarray(bias, np.float64)
+
+    def gate(pre_activation, g):
+        return pre_activation[..., g * n : (g + 1) * n]
+
+    zeros = _initial_state(
+        x_seq, n, kernel.shape[:rank], strides, padding, dilation_rate
+    )
+    h = zeros.copy() if h0 is None else np.asarray(h0, np.float64)
+    c = zeros.copy() if c0 is None else np.asarray(c0, np.float64)
+    previous_output = np.zeros_like(h)
+    outputs = []
+    for t in _time_order(x_seq.shape[1], go_backwards):
+        pre = (
+            conv_nd(x_seq[:, t], kernel, strides, padding, dilation_rate)
+            + bias
+            + conv_nd(h, recurrent_kernel, strides=1, padding="same")
+        )
+        i = recurrent_activation(gate(pre, 0))
+        f = recurrent_activation(gate(pre, 1))
+        c_new = f * c + i * activation(gate(pre, 2))
+        o = recurrent_activation(gate(pre, 3))
+        h_new = o * activation(c_new)
+
+        keep = _step_mask(mask, t, h)
+        h = np.where(keep, h_new, h)
+        c = np.where(keep, c_new, c)
+        previous_output = np.where(keep, h_new, previous_output)
+        outputs.append(previous_output)
+    return np.stack(outputs, axis=1), h, c
+
+
+def _channels_first_to_last(x, leading):
+    """Move axis ``leading`` (the channel axis) to the end."""
+    return np.moveaxis(x, leading, -1)
+
+
+def _channels_last_to_first(x, leading):
+    return np.moveaxis(x, -1, leading)
+
+
+def channels_first(reference):
+    """Wrap a reference so it takes and returns channels_first arrays.
+
+    Sequences are ``(batch, time, channels, *spatial)``; states and
+    per-step outputs are ``(batch, filters, *spatial)``. Kernels keep their
+    layout (Keras does not change weight layouts with ``data_format``).
+    """
+
+    def wrapped(x_seq, *args, h0=None, c0=None, **kwargs):
+        x_seq = _channels_first_to_last(np.asarray(x_seq), 2)
+        if h0 is not None:
+            kwargs["h0"] = _channels_first_to_last(np.asarray(h0), 1)
+        if c0 is not None:
+            kwargs["c0"] = _channels_first_to_last(np.asarray(c0), 1)
+        outputs, *states = reference(x_seq, *args, **kwargs)
+        outputs = _channels_last_to_first(outputs, 2)
+        states = [_channels_last_to_first(s, 1) for s in states]
+        return (outputs, *states)
+
+    wrapped.__name__ = f"{reference.__name__}_channels_first"
+    wrapped.__doc__ = reference.__doc__
+    return wrapped
+
+
+conv_gru_reference_channels_first = channels_first(conv_gru_reference)
+conv_lstm_reference_channels_first = channels_first(conv_lstm_reference)
