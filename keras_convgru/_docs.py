@@ -51,7 +51,10 @@ LAYER_ARGS = """
             the initial state of the same sample in the next batch (needs a
             fixed batch size and fixed frame sizes).
         unroll: bool (default `False`), unroll the time loop (needs a
-            fixed number of steps)."""
+            fixed number of steps).
+        zero_output_for_mask: bool (default `False`), masked steps output
+            zeros instead of the previous output (`return_sequences=True`
+            only)."""
 
 SPATIAL_NAMES = {1: "steps", 2: "rows, cols", 3: "depth, rows, cols"}
 EXAMPLE_FRAMES = {1: (16,), 2: (16, 16), 3: (6, 16, 16)}

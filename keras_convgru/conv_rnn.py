@@ -106,8 +106,8 @@ class ConvRNN(keras.layers.RNN):
     ...          kc.ConvLSTM2DCell(4, 3, padding="same")]
     >>> outputs = kc.ConvRNN(cells, return_sequences=True)(inputs)
     >>> model = keras.Model(inputs, outputs)
-    >>> model(np.zeros((2, 5, 16, 16, 3), "float32")).shape
-    TensorShape([2, 5, 16, 16, 4])
+    >>> tuple(model(np.zeros((2, 5, 16, 16, 3), "float32")).shape)
+    (2, 5, 16, 16, 4)
     """
 
     def __init__(
