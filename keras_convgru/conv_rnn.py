@@ -20,13 +20,6 @@ def _num_states(cell):
     return len(size) if isinstance(size, (list, tuple)) else 1
 
 
-def _nest_like_state_size(cell, states):
-    """Single-state cells take a tensor, multi-state cells a list."""
-    if isinstance(cell.state_size, (list, tuple)):
-        return list(states)
-    return states[0]
-
-
 @keras.saving.register_keras_serializable(package="keras_convgru")
 class ConvRNN(keras.layers.RNN):
     """Recurrent layer for convolutional cells, with N-D states.
@@ -127,7 +120,8 @@ class ConvRNN(keras.layers.RNN):
                 "Argument `cell` must be a cell or a non-empty list of "
                 f"cells. Received: cell={cell!r}"
             )
-        for c in _cells_of(cells[0]) if len(cells) == 1 else cells:
+        inner = _cells_of(cells[0]) if len(cells) == 1 else cells
+        for c in inner:
             if not callable(getattr(c, "compute_output_shape", None)) or (
                 getattr(c, "state_size", None) is None
             ):
@@ -138,7 +132,7 @@ class ConvRNN(keras.layers.RNN):
                     "(output_shape, state_shapes). Received: "
                     f"cell={c!r}"
                 )
-        ranks = {getattr(c, "rank", None) for c in cells}
+        ranks = {getattr(c, "rank", None) for c in inner}
         if len(ranks) > 1:
             raise ValueError(
                 "All stacked cells must have the same rank. Received cells "
@@ -194,10 +188,10 @@ class ConvRNN(keras.layers.RNN):
             self.cell, keras.layers.StackedRNNCells
         ):
             return list(per_cell_states[0])
-        return [
-            _nest_like_state_size(cell, states)
-            for cell, states in zip(cells, per_cell_states)
-        ]
+        # In a stack every cell gets a list of states, even a single-state
+        # cell: Keras's masked JAX loop reads the previous output from
+        # `states[-1][0]` and would otherwise index into a bare tensor.
+        return [list(states) for states in per_cell_states]
 
     def _zero_initial_state(self, sequences):
         """Zero states sized from the actual (maybe dynamic) input."""
@@ -237,6 +231,15 @@ class ConvRNN(keras.layers.RNN):
                 f"{sequences_shape}"
             )
         step_shape = (sequences_shape[0],) + sequences_shape[2:]
+        first = self._cells[0]
+        if isinstance(first, ConvRNNCellBase):
+            if step_shape[first.channel_axis] is None:
+                raise ValueError(
+                    f"Layer '{self.name}': the channel dimension of the "
+                    "inputs must be defined. Received: input shape="
+                    f"{sequences_shape} with data_format="
+                    f"'{first.data_format}'"
+                )
         self._step_input_shape = step_shape
         # Build the cells with their true N-D input shapes (a
         # keras.layers.StackedRNNCells would pass `(batch, units)`).
@@ -305,7 +308,25 @@ class ConvRNN(keras.layers.RNN):
                     f"{got}"
                 )
 
+    def reset_state(self):
+        # keras.layers.RNN.reset_state does not flatten the states of a
+        # stack of cells.
+        if self.states is not None:
+            for state in keras.tree.flatten(self.states):
+                state.assign(ops.zeros_like(state.value))
+
+    def _check_frame_sizes(self, sequences):
+        """Frames smaller than a `valid` kernel: fail here, not in a conv."""
+        shape = tuple(sequences.shape)
+        step_shape = (shape[0],) + shape[2:]
+        for cell in self._cells:
+            if not isinstance(cell, ConvRNNCellBase):
+                return
+            cell._check_frame_size(cell._spatial(step_shape), "at call time")
+            step_shape = tuple(cell.compute_output_shape(step_shape)[0])
+
     def call(self, sequences, initial_state=None, mask=None, training=False):
+        self._check_frame_sizes(sequences)
         if initial_state is not None:
             if not keras.tree.is_nested(initial_state):
                 initial_state = [initial_state]
