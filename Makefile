@@ -50,10 +50,5 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d \
 		-exec rm -rf {} +
 
-dist# Side-by-side speed and memory (TensorFlow backend, CPU); see
-# docs/performance.md. Takes a while: every peer runs in its own process.
-bench: install
-	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/bench_convrnn.py
-
-clean: clean
+distclean: clean
 	rm -rf $(VENV)
