@@ -59,6 +59,8 @@ PEERS = {
     "floor LSTM": ("lstm", 4),
     "floor GRU": ("gru", 3),
     "floor GRU ra=False": ("gru ra=False", 3),
+    "conv floor LSTM": ("lstm", 4),
+    "conv floor GRU": ("gru", 3),
 }
 FLOORS = {
     "lstm": "floor LSTM",
@@ -86,8 +88,12 @@ def conv_flops(batch, steps, frame, channels, filters, gates):
 # --------------------------------------------------------------------------
 
 
-def _floor_layer(keras, ops, gates, filters, reset_after=True):
-    """The convolutions of a recurrent layer without the recurrence."""
+def _floor_layer(keras, ops, gates, filters, reset_after=True, gates_math=True):
+    """The convolutions of a recurrent layer without the recurrence.
+
+    With `gates_math=False` only the two convolutions and the bias (the
+    "conv floor"); otherwise also the gate activations and products.
+    """
 
     class Floor(keras.layers.Layer):
         def build(self, input_shape):
@@ -110,7 +116,12 @@ def _floor_layer(keras, ops, gates, filters, reset_after=True):
             # input, with `filters` channels.
             states = frames[..., :1] * ops.ones((filters,), x.dtype)
             xp = ops.conv(frames, self.kernel, padding="same") + self.bias
-            if gates == 3 and not reset_after:
+            if not gates_math:
+                # Only the convolutions; the slice gives the output the
+                # layer's `filters` channels.
+                hp = ops.conv(states, self.recurrent_kernel, padding="same")
+                h = (xp + hp)[..., :filters]
+            elif gates == 3 and not reset_after:
                 split = 2 * filters
                 hp = ops.conv(
                     states, self.recurrent_kernel[..., :split], padding="same"
@@ -186,25 +197,28 @@ def _build_model(peer, workload, jit):
             gates,
             filters,
             reset_after=layer_type != "gru ra=False",
+            gates_math=not peer.startswith("conv floor"),
         )(inputs)
     model = keras.Model(inputs, outputs)
     model.compile(optimizer="sgd", loss="mse", jit_compile=jit)
     return model
 
 
-def _median_ms(fn, warmup, runs):
+def _median_ms(fn, warmup, runs, min_seconds):
+    """Median time of at least `runs` calls, and of at least `min_seconds`
+    of calls (up to 200), after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
-    for _ in range(runs):
+    while len(times) < runs or (sum(times) < min_seconds and len(times) < 200):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     times.sort()
-    return 1000 * times[len(times) // 2]
+    return 1000 * times[len(times) // 2], len(times)
 
 
-def run_worker(peer, workload, jit, warmup, runs):
+def run_worker(peer, workload, jit, warmup, runs, min_seconds=0.0):
     import numpy as np
 
     batch, steps, frame, channels, filters = WORKLOADS[workload]
@@ -220,10 +234,16 @@ def run_worker(peer, workload, jit, warmup, runs):
     def train():
         model.train_on_batch(x, y)
 
-    fwd_ms = _median_ms(forward, warmup, runs)
-    train_ms = _median_ms(train, warmup, runs)
+    fwd_ms, fwd_runs = _median_ms(forward, warmup, runs, min_seconds)
+    train_ms, train_runs = _median_ms(train, warmup, runs, min_seconds)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"fwd_ms": fwd_ms, "train_ms": train_ms, "rss_mb": peak_kb / 1024}
+    return {
+        "fwd_ms": fwd_ms,
+        "train_ms": train_ms,
+        "fwd_runs": fwd_runs,
+        "train_runs": train_runs,
+        "rss_mb": peak_kb / 1024,
+    }
 
 
 # --------------------------------------------------------------------------
@@ -231,7 +251,7 @@ def run_worker(peer, workload, jit, warmup, runs):
 # --------------------------------------------------------------------------
 
 
-def _spawn(peer, workload, jit, warmup, runs):
+def _spawn(peer, workload, jit, warmup, runs, min_seconds):
     cmd = [
         sys.executable,
         os.path.abspath(__file__),
@@ -246,6 +266,8 @@ def _spawn(peer, workload, jit, warmup, runs):
         str(warmup),
         "--runs",
         str(runs),
+        "--min-seconds",
+        str(min_seconds),
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -338,6 +360,12 @@ def main(argv=None):
     parser.add_argument("--jit", choices=["off", "on", "both"], default="both")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=2.0,
+        help="time each measurement for at least this long (max 200 runs)",
+    )
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", default=None, help="results file (.md)")
     parser.add_argument("--worker", action="store_true")
@@ -346,7 +374,12 @@ def main(argv=None):
 
     if args.worker:
         result = run_worker(
-            args.peer, args.workloads, args.jit == "on", args.warmup, args.runs
+            args.peer,
+            args.workloads,
+            args.jit == "on",
+            args.warmup,
+            args.runs,
+            args.min_seconds,
         )
         print("RESULT " + json.dumps(result), flush=True)
         return 0
@@ -375,7 +408,9 @@ def main(argv=None):
                     # that every peer still builds, trains and reports.
                     result = run_worker(peer, workload, jit, warmup, runs)
                 else:
-                    result = _spawn(peer, workload, jit, warmup, runs)
+                    result = _spawn(
+                        peer, workload, jit, warmup, runs, args.min_seconds
+                    )
                 result.update(peer=peer, workload=workload, jit=jit)
                 rows.append(result)
                 print(
@@ -393,7 +428,9 @@ def main(argv=None):
         f"- CPU: {env['cpu']}, {env['cores']} cores\n"
         f"- backend: {env['backend']}; versions: "
         + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-        + f"\n- median of {runs} timed runs after {warmup} warm-up; "
+        + f"\n- median of at least {runs} timed runs (and at least "
+        f"{args.min_seconds} s of runs, at most 200) after {warmup} "
+        "warm-up; "
         "train = forward + backward + SGD update (`train_on_batch`), "
         "float32, 3x3 kernels, padding same\n\n" + table
     )

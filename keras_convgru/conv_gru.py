@@ -1,6 +1,7 @@
 """Convolutional GRU: cells and layers in 1D, 2D and 3D."""
 
 import keras
+from keras import ops
 
 from keras_convgru._conv_base import ConvRNNCellBase
 from keras_convgru._conv_base import fixed_rank_config
@@ -114,31 +115,31 @@ class ConvGRUCell(ConvRNNCellBase):
 
     def recurrent_step(self, projection, states, training=False):
         h_tm1 = states[0] if keras.tree.is_nested(states) else states
-        x_z, x_r, x_h = self.split_gates(projection)
         h_conv_input = self._state_for_recurrent_conv(h_tm1, training)
+        # z and r are computed together: one add and one activation over
+        # 2 * filters channels (fewer, larger ops inside the time loop).
+        zr = [2 * self.filters]
+        x_zr, x_h = ops.split(projection, zr, axis=self.channel_axis)
 
         if self.reset_after:
             recurrent = self.recurrent_conv(h_conv_input, self.recurrent_kernel)
             if self.use_bias:
                 recurrent = self._add_channel_bias(recurrent, self.bias[1])
-            h_z, h_r, h_h = self.split_gates(recurrent)
-            z = self.recurrent_activation(x_z + h_z)
-            r = self.recurrent_activation(x_r + h_r)
+            h_zr, h_h = ops.split(recurrent, zr, axis=self.channel_axis)
+            z, r = self.split_gates(self.recurrent_activation(x_zr + h_zr), 2)
             h_tilde = self.activation(x_h + r * h_h)
         else:
-            split = 2 * self.filters
-            recurrent = self.recurrent_conv(
-                h_conv_input, self.recurrent_kernel[..., :split]
+            h_zr = self.recurrent_conv(
+                h_conv_input, self.recurrent_kernel[..., : zr[0]]
             )
-            h_z, h_r = self.split_gates(recurrent, 2)
-            z = self.recurrent_activation(x_z + h_z)
-            r = self.recurrent_activation(x_r + h_r)
+            z, r = self.split_gates(self.recurrent_activation(x_zr + h_zr), 2)
             h_h = self.recurrent_conv(
-                r * h_conv_input, self.recurrent_kernel[..., split:]
+                r * h_conv_input, self.recurrent_kernel[..., zr[0] :]
             )
             h_tilde = self.activation(x_h + h_h)
 
-        h = z * h_tm1 + (1 - z) * h_tilde
+        # z * h + (1 - z) * h_tilde, in one op less.
+        h = h_tilde + z * (h_tm1 - h_tilde)
         new_states = [h] if keras.tree.is_nested(states) else h
         return h, new_states
 
