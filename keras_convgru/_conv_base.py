@@ -238,8 +238,9 @@ class ConvRNNCellBase(keras.layers.Layer):
         self.input_channels = None
         self.input_spatial_shape = (None,) * self.rank
         # Set by ConvRNN while it steps a sequence whose input projection it
-        # has already computed; see `stepping_projected_inputs`.
+        # has already computed; see `stepping_sequence`.
         self._inputs_are_projected = False
+        self._input_dropout_mask = None
         self._recurrent_dropout_mask = None
 
     # -- layout --------------------------------------------------------------
@@ -415,26 +416,36 @@ class ConvRNNCellBase(keras.layers.Layer):
             projection = inputs
         else:
             if training and 0.0 < self.dropout < 1.0:
-                inputs = inputs * self.dropout_mask(
-                    ops.shape(inputs), self.dropout
-                )
+                mask = self._input_dropout_mask
+                if mask is None:
+                    # Stepped by a plain keras.layers.RNN: a mask per step.
+                    mask = self.dropout_mask(ops.shape(inputs), self.dropout)
+                inputs = inputs * mask
             projection = self.input_projection(inputs)
         return self.recurrent_step(projection, states, training=training)
 
     @contextlib.contextmanager
-    def stepping_projected_inputs(self, recurrent_dropout_mask=None):
-        """While active, `call` receives input projections, not raw frames.
+    def stepping_sequence(
+        self,
+        inputs_are_projected,
+        input_dropout_mask=None,
+        recurrent_dropout_mask=None,
+    ):
+        """How `call` treats its inputs while `ConvRNN` steps a sequence.
 
-        `ConvRNN` computes the input projection of every time step in one
-        convolution before its time loop and steps the cell through that
-        sequence inside this context.
+        With `inputs_are_projected`, `call` receives input projections
+        (`ConvRNN` computed them for every time step in one convolution
+        before its loop) instead of raw frames. The dropout masks, drawn
+        once per sequence by `ConvRNN`, are shared by all steps.
         """
-        self._inputs_are_projected = True
+        self._inputs_are_projected = inputs_are_projected
+        self._input_dropout_mask = input_dropout_mask
         self._recurrent_dropout_mask = recurrent_dropout_mask
         try:
             yield
         finally:
             self._inputs_are_projected = False
+            self._input_dropout_mask = None
             self._recurrent_dropout_mask = None
 
     # -- dropout and states --------------------------------------------------

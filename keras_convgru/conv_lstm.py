@@ -123,13 +123,13 @@ class ConvLSTMCell(ConvRNNCellBase):
         h_tm1, c_tm1 = states
         h_conv_input = self._state_for_recurrent_conv(h_tm1, training)
         recurrent = self.recurrent_conv(h_conv_input, self.recurrent_kernel)
-        # i and f are adjacent: one activation over 2 * filters channels.
-        f2, f3 = 2 * self.filters, 3 * self.filters
-        x_if, x_c, x_o = ops.split(projection, [f2, f3], self.channel_axis)
-        h_if, h_c, h_o = ops.split(recurrent, [f2, f3], self.channel_axis)
-        i, f = self.split_gates(self.recurrent_activation(x_if + h_if), 2)
-        c = f * c_tm1 + i * self.activation(x_c + h_c)
-        o = self.recurrent_activation(x_o + h_o)
+        # Sum before splitting: one split of the fused gates per step (a
+        # split along the channels copies the data).
+        x_i, x_f, x_c, x_o = self.split_gates(projection + recurrent)
+        i = self.recurrent_activation(x_i)
+        f = self.recurrent_activation(x_f)
+        c = f * c_tm1 + i * self.activation(x_c)
+        o = self.recurrent_activation(x_o)
         h = o * self.activation(c)
         return h, [h, c]
 

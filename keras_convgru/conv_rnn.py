@@ -159,17 +159,46 @@ class ConvRNN(keras.layers.RNN):
     def _cells(self):
         return _cells_of(self.cell)
 
-    def _hoists_input_projection(self):
-        """Whether the input projection can be computed before the loop.
+    # Largest input projection of one time step, in elements, that is
+    # computed for all steps before the loop. Hoisting saves a convolution
+    # launch per step, which dominates when the frames are small; for
+    # large frames it only moves a (batch, time, ..., gates * filters)
+    # tensor through memory several times (transposed, unstacked and
+    # stacked again by the loop and its gradient), while a per-step
+    # convolution keeps its working set in cache. Measured on the CPU in
+    # docs/performance.md.
+    _max_hoisted_step_elements = 2**17
 
-        True for a single keras_convgru cell whose `call` is the base one
-        (a subclass that overrides `call` is stepped as it is).
+    def _steps_own_cell(self):
+        """True for a single keras_convgru cell whose `call` is the base one.
+
+        ConvRNN then draws dropout masks once per sequence and may hoist the
+        input projection. A subclass that overrides `call` is stepped as it
+        is, by `keras.layers.RNN`.
         """
         cell = self.cell
         return (
             isinstance(cell, ConvRNNCellBase)
             and type(cell).call is ConvRNNCellBase.call
         )
+
+    def _hoists_input_projection(self, sequences):
+        """Whether to compute the input projection before the time loop.
+
+        Decided from the static shape: yes when one step's projection has
+        at most `_max_hoisted_step_elements` elements, or when its size is
+        unknown until run time.
+        """
+        cell = self.cell
+        step_shape = (sequences.shape[0],) + tuple(sequences.shape[2:])
+        spatial = cell.state_spatial_shape(cell._spatial(step_shape))
+        sizes = (step_shape[0], *spatial)
+        if any(n is None for n in sizes):
+            return True
+        elements = cell.gate_count * cell.filters
+        for n in sizes:
+            elements *= n
+        return elements <= self._max_hoisted_step_elements
 
     def _state_shapes(self, step_shape):
         """Per cell, the shapes of its states, and the output shape."""
@@ -346,7 +375,7 @@ class ConvRNN(keras.layers.RNN):
         if mask is not None:
             mask = self._broadcastable_mask(mask)
 
-        if not self._hoists_input_projection():
+        if not self._steps_own_cell():
             return super().call(
                 sequences,
                 initial_state=initial_state,
@@ -355,24 +384,32 @@ class ConvRNN(keras.layers.RNN):
             )
 
         cell = self.cell
+        input_mask = None
         if training and 0.0 < cell.dropout < 1.0:
             # One mask per sequence, shared by all steps (as Keras's RNNs).
             noise_shape = list(ops.shape(sequences))
             noise_shape[1] = 1
-            sequences = sequences * cell.dropout_mask(noise_shape, cell.dropout)
-        projection = self._project_all_steps(sequences)
+            input_mask = cell.dropout_mask(noise_shape, cell.dropout)
         recurrent_mask = None
         if training and 0.0 < cell.recurrent_dropout < 1.0:
-            if initial_state is None:
-                state_shape = ops.shape(keras.tree.flatten(self.states)[0])
-            else:
-                state_shape = ops.shape(keras.tree.flatten(initial_state)[0])
+            states = self.states if initial_state is None else initial_state
             recurrent_mask = cell.dropout_mask(
-                state_shape, cell.recurrent_dropout
+                ops.shape(keras.tree.flatten(states)[0]),
+                cell.recurrent_dropout,
             )
-        with cell.stepping_projected_inputs(recurrent_mask):
+
+        if self._hoists_input_projection(sequences):
+            if input_mask is not None:
+                sequences = sequences * input_mask
+            sequences = self._project_all_steps(sequences)
+            context = cell.stepping_sequence(True, None, recurrent_mask)
+        else:
+            if input_mask is not None:
+                input_mask = input_mask[:, 0]
+            context = cell.stepping_sequence(False, input_mask, recurrent_mask)
+        with context:
             return super().call(
-                projection,
+                sequences,
                 initial_state=initial_state,
                 mask=mask,
                 training=training,

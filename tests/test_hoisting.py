@@ -1,0 +1,86 @@
+"""ConvRNN computes the same numbers whether or not it hoists the input
+projection out of the time loop (it chooses by the size of one step)."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_convgru as kc
+
+HOIST_ALWAYS = 10**12
+HOIST_NEVER = 0
+
+
+def _outputs(layer_factory, x, threshold, monkeypatch, training=False):
+    monkeypatch.setattr(kc.ConvRNN, "_max_hoisted_step_elements", threshold)
+    keras.utils.set_random_seed(7)
+    layer = layer_factory()
+    outputs = layer(x, training=training)
+    return [ops.convert_to_numpy(t) for t in keras.tree.flatten(outputs)]
+
+
+LAYERS = {
+    "gru": lambda: kc.ConvGRU2D(
+        3, 3, padding="same", return_sequences=True, return_state=True
+    ),
+    "gru-reset-before": lambda: kc.ConvGRU2D(
+        3, 3, strides=2, reset_after=False, return_sequences=True
+    ),
+    "lstm": lambda: kc.ConvLSTM2D(
+        3, 3, padding="same", return_sequences=True, return_state=True
+    ),
+    "lstm-1d-backwards": lambda: kc.ConvLSTM1D(
+        2, 3, go_backwards=True, return_sequences=True
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_hoisted_and_stepped_input_projection_give_the_same_numbers(
+    name, monkeypatch
+):
+    rank = 1 if "1d" in name else 2
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 4) + (7,) * rank + (2,)).astype("float32")
+    hoisted = _outputs(LAYERS[name], x, HOIST_ALWAYS, monkeypatch)
+    stepped = _outputs(LAYERS[name], x, HOIST_NEVER, monkeypatch)
+    for a, b in zip(hoisted, stepped):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_dropout_masks_are_drawn_once_per_sequence_on_both_paths(
+    name, monkeypatch
+):
+    # Same seed, same masks: with dropout the two paths still agree, which
+    # holds only if the stepped path shares one mask across all steps too.
+    def factory():
+        layer_class = kc.ConvGRU2D if name == "gru" else kc.ConvLSTM2D
+        return layer_class(
+            3,
+            3,
+            padding="same",
+            dropout=0.5,
+            recurrent_dropout=0.5,
+            seed=11,
+            return_sequences=True,
+        )
+
+    x = np.ones((2, 4, 5, 5, 2), "float32")
+    hoisted = _outputs(factory, x, HOIST_ALWAYS, monkeypatch, training=True)
+    stepped = _outputs(factory, x, HOIST_NEVER, monkeypatch, training=True)
+    no_dropout = _outputs(factory, x, HOIST_ALWAYS, monkeypatch)
+    np.testing.assert_allclose(hoisted[0], stepped[0], atol=1e-5, rtol=1e-5)
+    assert np.abs(hoisted[0] - no_dropout[0]).max() > 1e-3
+
+
+def test_layer_hoists_small_steps_and_steps_large_ones():
+    layer = kc.ConvGRU2D(16, 3, padding="same")
+    layer.build((4, 10, 16, 16, 8))
+    small = keras.KerasTensor((4, 10, 16, 16, 8))
+    large = keras.KerasTensor((8, 10, 64, 64, 8))
+    unknown = keras.KerasTensor((None, 10, None, None, 8))
+    assert layer._hoists_input_projection(small)
+    assert not layer._hoists_input_projection(large)
+    assert layer._hoists_input_projection(unknown)
