@@ -146,7 +146,7 @@ class ConvRNNCellBase(keras.layers.Layer):
     * `input_projection(inputs)`: the input-to-state convolution of *all*
       gates at once (one convolution with `gate_count * filters` output
       channels), plus the input bias. It does not depend on the state, so
-      `ConvRNN` runs it once over every time step before the time loop.
+      `ConvRNN` can run it once over every time step before the time loop.
     * `recurrent_step(projection, states)`: the state-to-state convolution
       (fused over gates as well) and the gate math, the only work left
       inside the loop.

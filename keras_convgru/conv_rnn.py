@@ -1,6 +1,7 @@
 """`ConvRNN`: a `keras.layers.RNN` for convolutional cells."""
 
 import inspect
+import math
 
 import keras
 from keras import ops
@@ -35,12 +36,13 @@ class ConvRNN(keras.layers.RNN):
     everywhere a `keras.layers.RNN` does (`Bidirectional`, masking,
     `stateful`, `unroll`).
 
-    For the keras_convgru cells it also moves the input-to-state
-    convolution out of the time loop: the input projection of all gates for
-    all time steps is one convolution over `(batch * time, ...)` frames,
-    and the loop only runs the state-to-state convolution and the gate
-    math. The result is identical to stepping the cell with
-    `keras.layers.RNN`.
+    For the keras_convgru cells it runs all gates as one input-to-state
+    and one state-to-state convolution per step, and when a step is small
+    it moves the input-to-state convolution out of the time loop: the
+    input projection of all time steps is one convolution over
+    `(batch * time, ...)` frames, and the loop only runs the
+    state-to-state convolution and the gate math. The result is identical
+    to stepping the cell with `keras.layers.RNN`.
 
     A cell usable here follows the `keras.layers.RNN` cell protocol and also
     has `compute_output_shape(step_input_shape)` returning
@@ -191,13 +193,10 @@ class ConvRNN(keras.layers.RNN):
         """
         cell = self.cell
         step_shape = (sequences.shape[0],) + tuple(sequences.shape[2:])
-        spatial = cell.state_spatial_shape(cell._spatial(step_shape))
-        sizes = (step_shape[0], *spatial)
-        if any(n is None for n in sizes):
+        state_shape = cell.state_shape(step_shape[0], cell._spatial(step_shape))
+        if any(n is None for n in state_shape):
             return True
-        elements = cell.gate_count * cell.filters
-        for n in sizes:
-            elements *= n
+        elements = cell.gate_count * math.prod(state_shape)
         return elements <= self._max_hoisted_step_elements
 
     def _state_shapes(self, step_shape):
