@@ -10,12 +10,13 @@ LINT_DIRS = $(wildcard keras_convgru tests examples benchmarks)
 
 export TF_CPP_MIN_LOG_LEVEL = 2
 
-.PHONY: install lint test test-tf test-jax demo bench clean distclean
+.PHONY: install lint test test-tf test-jax test-torch docs docs-serve demo \
+	next-frame bench clean distclean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install pip==26.3
-	$(BIN)/python -m pip install -c constraints.txt -e ".[tensorflow,jax,dev]"
+	$(BIN)/python -m pip install -c constraints.txt -e ".[all]"
 	touch $@
 
 install: $(STAMP)
@@ -24,11 +25,14 @@ lint: install
 	$(BIN)/ruff check $(LINT_DIRS)
 	$(BIN)/ruff format --check $(LINT_DIRS)
 
-# Both backends always run; the target fails if either one fails.
+# Every backend always runs, then the strict docs build; the target fails
+# if any one of them fails.
 test: install lint
 	status=0; \
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q || status=1; \
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q || status=1; \
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q || status=1; \
+	$(MAKE) --no-print-directory docs || status=1; \
 	exit $$status
 
 test-tf: install
@@ -37,8 +41,23 @@ test-tf: install
 test-jax: install
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q
 
+test-torch: install
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q
+
+# The documentation site, built strictly into site/ (a warning fails it).
+docs: install
+	$(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: install
+	$(BIN)/mkdocs serve
+
+# The main job: a ConvGRU finds a small drone that no single frame shows.
 demo: install
-	$(BIN)/python examples/quickstart_moving_squares.py
+	KERAS_BACKEND=tensorflow $(BIN)/python examples/flyby_tracking.py
+
+# Next-frame prediction on Moving Digits: ConvGRU2D vs two ConvLSTM2Ds.
+next-frame: install
+	KERAS_BACKEND=tensorflow $(BIN)/python examples/next_frame.py
 
 # Side-by-side speed and memory (TensorFlow backend, CPU); see
 # docs/performance.md. Takes a while: every peer runs in its own process.
@@ -46,7 +65,7 @@ bench: install
 	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/bench_convrnn.py
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf build dist site *.egg-info .pytest_cache .ruff_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d \
 		-exec rm -rf {} +
 
