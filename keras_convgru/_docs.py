@@ -7,15 +7,15 @@ only differ in the names of their spatial axes and in their examples.
 
 COMMON_CELL_ARGS = """
         filters: int, the number of output channels (the state's channels).
-        kernel_size: int or tuple of {rank} ints, the convolution window.
-        strides: int or tuple of {rank} ints, strides of the input-to-state
+        kernel_size: int or {rank}-tuple of ints, the convolution window.
+        strides: int or {rank}-tuple of ints, strides of the input-to-state
             convolution (default 1). `strides > 1` cannot be combined with
             `dilation_rate > 1`.
         padding: `"valid"` (default) or `"same"`, padding of the
             input-to-state convolution (case-insensitive).
         data_format: `"channels_last"` or `"channels_first"`; defaults to
             `keras.config.image_data_format()`.
-        dilation_rate: int or tuple of {rank} ints, dilation of the
+        dilation_rate: int or {rank}-tuple of ints, dilation of the
             input-to-state convolution (default 1).
         activation: activation of the candidate state and output (default
             `"tanh"`).
@@ -112,12 +112,13 @@ def layer_doc(family, rank, math, family_args, state_names, intro):
     frames = _dims(EXAMPLE_FRAMES[rank])
     none_frames = _dims([None] * rank)
     states = ", ".join(state_names)
+    builtin = family.removeprefix("Conv")
     return f"""{rank}D convolutional {family} layer.
 {intro}
-    The layer is `keras_convgru.ConvRNN` around a `{family}{rank}DCell`: the
-    input-to-state convolution of all gates for all time steps runs once,
-    before the time loop, and the loop runs one fused state-to-state
-    convolution per step. Frame sizes may be unknown
+    The layer is `keras_convgru.ConvRNN` around a `{family}{rank}DCell`. A
+    step runs one input-to-state and one state-to-state convolution for all
+    gates; when a step is small, the input-to-state convolution of all time
+    steps runs once, before the time loop. Frame sizes may be unknown
     (`keras.Input((None, {none_frames}, channels))`).
 {math}
     Args:{COMMON_CELL_ARGS.format(rank=rank)}{family_args}{LAYER_ARGS}
@@ -138,8 +139,8 @@ def layer_doc(family, rank, math, family_args, state_names, intro):
     Output shape:
         - `return_sequences=False`: `(batch, *new_spatial, filters)`.
         - `return_sequences=True`: `(batch, time, *new_spatial, filters)`.
-        - `return_state=True`: a list `[output, {states}]`, the states
-          `(batch, *new_spatial, filters)` each.
+        - `return_state=True`: `output, {states}` (as `keras.layers.{builtin}`
+          returns them), the states `(batch, *new_spatial, filters)` each.
 
         `new_spatial` is the input-to-state convolution's output size; with
         `channels_first` the channels come before the spatial axes.

@@ -36,11 +36,17 @@ _GRU_MATH = """
     one convolution with `3 * filters` output channels for the input, one
     for the state.
 
-    Weights: `kernel` `kernel_size + (in_channels, 3 * filters)`,
-    `recurrent_kernel` `kernel_size + (filters, 3 * filters)`, `bias`
-    `(3 * filters,)`, or `(2, 3 * filters)` with `reset_after=True` (row 0
-    the input bias, row 1 the recurrent bias). With an all-ones
-    `kernel_size` on 1-pixel frames this is exactly `keras.layers.GRU`.
+    Weights, as `keras.layers.GRU`'s with convolution kernels:
+
+    | weight | shape |
+    | --- | --- |
+    | `kernel` | `kernel_size + (in_channels, 3 * filters)` |
+    | `recurrent_kernel` | `kernel_size + (filters, 3 * filters)` |
+    | `bias`, `reset_after=False` | `(3 * filters,)` |
+    | `bias`, `reset_after=True` | `(2, 3 * filters)`, rows: input, recurrent |
+
+    With an all-ones `kernel_size` on 1-pixel frames this is exactly
+    `keras.layers.GRU` with the same (reshaped) weights.
 """
 
 _RESET_AFTER_ARG = """

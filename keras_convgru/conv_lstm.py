@@ -31,10 +31,14 @@ _LSTM_MATH = """
     one convolution with `4 * filters` output channels for the input, one
     for the state (Keras's ConvLSTM runs eight per step).
 
-    Weights are named and shaped exactly as `keras.layers.ConvLSTM2D`'s:
-    `kernel` `kernel_size + (in_channels, 4 * filters)`, `recurrent_kernel`
-    `kernel_size + (filters, 4 * filters)`, `bias` `(4 * filters,)`, so
-    `set_weights(keras_layer.get_weights())` carries a Keras model over.
+    Weights, named and shaped exactly as `keras.layers.ConvLSTM2D`'s, so
+    `set_weights(keras_layer.get_weights())` carries a Keras model over:
+
+    | weight | shape |
+    | --- | --- |
+    | `kernel` | `kernel_size + (in_channels, 4 * filters)` |
+    | `recurrent_kernel` | `kernel_size + (filters, 4 * filters)` |
+    | `bias` | `(4 * filters,)` |
 """
 
 _UNIT_FORGET_BIAS_ARG = """
@@ -176,7 +180,7 @@ _LSTM_INTRO = """
     A drop-in for `keras.layers.ConvLSTM{rank}D`: the same arguments, the
     same weights (`set_weights(keras_layer.get_weights())` gives the same
     outputs), but fused gate convolutions, the input convolution hoisted
-    out of the time loop, and frames of unknown size.
+    out of the time loop for small frames, and frames of unknown size.
 """
 
 

@@ -48,3 +48,40 @@ def test_docstring_documents_every_constructor_argument(cls):
         names -= {"rank", "cell"}  # built by the layer from its arguments
     missing = [n for n in sorted(names) if f"        {n}:" not in cls.__doc__]
     assert not missing, f"{cls.__name__} does not document {missing}"
+
+
+# The equations exactly as the public contract (API.md) writes them.
+GRU_EQUATIONS = (
+    "z  = σ(Wz * x + Uz * h + bz)",
+    "r  = σ(Wr * x + Ur * h + br)",
+    "reset_after=True : h̃ = tanh(Wh * x + bxh + r ⊙ (Uh * h + bhh))",
+    "reset_after=False: h̃ = tanh(Wh * x + Uh * (r ⊙ h) + bh)",
+    "h' = z ⊙ h + (1 − z) ⊙ h̃",
+)
+LSTM_EQUATIONS = (
+    "i  = σ(Wi * x + Ui * h + bi)",
+    "f  = σ(Wf * x + Uf * h + bf)",
+    "c' = f ⊙ c + i ⊙ tanh(Wc * x + Uc * h + bc)",
+    "o  = σ(Wo * x + Uo * h + bo)",
+    "h' = o ⊙ tanh(c')",
+)
+
+
+@pytest.mark.parametrize("cls", PUBLIC, ids=lambda c: c.__name__)
+def test_docstring_starts_with_a_summary_and_writes_out_the_math(cls):
+    summary, blank = cls.__doc__.splitlines()[:2]
+    assert summary.strip() and summary.endswith("."), summary
+    assert blank.strip() == "", "no blank line after the summary"
+    doc = " ".join(cls.__doc__.split())  # lines wrap anywhere in prose
+    if cls.__name__.startswith("ConvGRU"):
+        equations = GRU_EQUATIONS
+        # reset_after is explained, not only listed.
+        assert "reset_after=True` (the default" in doc
+        assert "reset_after=False` it scales the state *before*" in doc
+    elif cls.__name__.startswith("ConvLSTM"):
+        equations = LSTM_EQUATIONS
+    else:  # ConvRNN: the recurrence it runs
+        equations = ("output_t, states_t = cell(x_t, states_(t-1))",)
+    for line in equations:
+        # The equation's lines as written, alignment spaces included.
+        assert line in cls.__doc__, f"{cls.__name__} lacks {line!r}"

@@ -1,0 +1,342 @@
+"""The documentation: its code runs, and the site builds with every class.
+
+Every ```python block of every page under docs/ runs, page by page: the
+blocks of a page share one namespace and run in a temporary working
+directory, and a block prints what its comments say it prints. A page that
+needs one backend says so with a line
+`<!-- docs-test: KERAS_BACKEND=tensorflow -->`; it then runs in a
+subprocess with that backend, whatever backend the suite runs on.
+
+The site is built once per session with `mkdocs build --strict` into a
+temporary directory (6 to 30 s on 2 busy cores). Its API pages must show
+every public class with a signature the class accepts as shown, each of its
+constructor arguments, Keras's sections and the equations.
+"""
+
+import ast
+import contextlib
+import html
+import inspect
+import io
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import pytest
+
+import keras_convgru as kc
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+FENCE = re.compile(r"^( *)```(\w*)[^\n]*\n(.*?)^\1```", re.S | re.M)
+BACKEND_MARK = re.compile(r"<!-- docs-test: KERAS_BACKEND=(\w+) -->")
+PUBLIC = [getattr(kc, name) for name in kc.__all__ if name != "__version__"]
+API_PAGES = ("api/conv_gru.html", "api/conv_lstm.html", "api/conv_rnn.html")
+
+
+def python_blocks(text):
+    """`(line, code)` of each ```python block, `line` 0-based."""
+    blocks = []
+    for match in FENCE.finditer(text):
+        if match.group(2) == "python":
+            line = text.count("\n", 0, match.start(3))
+            blocks.append((line, textwrap.dedent(match.group(3))))
+    return blocks
+
+
+def printed_comments(code):
+    """What a block's comments say it prints.
+
+    `print(x)  # shown` and comment lines right below a `print`; a
+    trailing `...` marks the start of a longer line.
+    """
+    expected, after_print = [], False
+    for line in code.splitlines():
+        line = line.strip()
+        match = re.match(r"print\(.*\)\s+# (.+)$", line)
+        if match:
+            expected.append(match.group(1))
+            after_print = True
+        elif line.startswith("print("):
+            after_print = True
+        elif after_print and line.startswith("# "):
+            expected.append(line[2:])
+        else:
+            after_print = False
+    return [shown.removesuffix("...").strip() for shown in expected]
+
+
+def run_page(path):
+    """Runs a page's Python blocks in order, in one namespace.
+
+    Each block must print what its comments say it prints.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    namespace = {"__name__": "__docs__"}
+    for line, code in python_blocks(text):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            # Leading newlines: a traceback names the Markdown file's line.
+            exec(compile("\n" * line + code, str(path), "exec"), namespace)
+        sys.stdout.write(out.getvalue())
+        printed = " ".join(out.getvalue().split())
+        for shown in printed_comments(code):
+            assert " ".join(shown.split()) in printed, (
+                f"{path}:{line}: the block does not print {shown!r}; it "
+                f"printed:\n{out.getvalue()}"
+            )
+
+
+def _pages():
+    return sorted(
+        p.relative_to(DOCS).as_posix()
+        for p in DOCS.rglob("*.md")
+        if "_ext" not in p.parts
+    )
+
+
+PAGES_WITH_CODE = [
+    page
+    for page in _pages()
+    if python_blocks((DOCS / page).read_text(encoding="utf-8"))
+]
+
+
+def test_the_guides_have_python_examples_to_run():
+    for page in (
+        "index.md",
+        "guides/cells.md",
+        "guides/returns.md",
+        "guides/saving.md",
+        "guides/migrating.md",
+    ):
+        assert page in PAGES_WITH_CODE, f"{page} has no ```python block"
+
+
+@pytest.mark.parametrize("page", _pages())
+def test_python_code_blocks_are_marked_python(page):
+    # A Python example fenced as `py` or `pycon` would never run here.
+    text = (DOCS / page).read_text(encoding="utf-8")
+    languages = {m.group(2) for m in FENCE.finditer(text)}
+    assert not languages & {"py", "python3", "pycon", "pyi"}, languages
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_CODE)
+def test_page_python_blocks_run(page, tmp_path, monkeypatch):
+    path = DOCS / page
+    mark = BACKEND_MARK.search(path.read_text(encoding="utf-8"))
+    needed = mark.group(1) if mark else None
+    if needed is None or needed == keras.backend.backend():
+        monkeypatch.chdir(tmp_path)
+        run_page(path)
+        return
+    env = {**os.environ, "KERAS_BACKEND": needed, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, __file__, str(path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, (
+        f"{page} failed with KERAS_BACKEND={needed}:\n"
+        f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    )
+
+
+# --------------------------------------------------------------------------
+# The built site
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--site-dir",
+            str(out),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-8000:]
+    return out
+
+
+def constructor_arguments(cls):
+    """Names the constructor takes, through `*args`/`**kwargs` forwarding.
+
+    The package's `__init__`s in the MRO, and for a family layer its cell
+    class's (the layer builds the cell from them). `rank` is fixed by the
+    1D/2D/3D classes; `cell` is built by the family layers.
+    """
+    names = []
+
+    def add(klass):
+        for base in klass.__mro__:
+            init = base.__dict__.get("__init__")
+            if init is None or not base.__module__.startswith("keras_convgru"):
+                continue
+            for p in inspect.signature(init).parameters.values():
+                named = p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                if named and p.name != "self" and p.name not in names:
+                    names.append(p.name)
+
+    add(cls)
+    cell_class = getattr(cls, "cell_class", None)
+    if cell_class is not None:
+        add(cell_class)
+        names.remove("cell")
+    if cls.__name__.endswith(("D", "DCell")):
+        names.remove("rank")
+    return names
+
+
+def _class_section(site, cls):
+    """The HTML of `cls`'s entry on its API page."""
+    anchor = f'id="keras_convgru.{cls.__name__}"'
+    for page in API_PAGES:
+        text = (site / page).read_text(encoding="utf-8")
+        start = text.find(anchor)
+        if start >= 0:
+            end = text.find('<h2 id="keras_convgru.', start + len(anchor))
+            return text[start : end if end >= 0 else len(text)]
+    raise AssertionError(f"{cls.__name__} is on no API page")
+
+
+def _text(fragment):
+    return html.unescape(re.sub(r"<[^>]+>", "", fragment))
+
+
+def test_site_has_every_page_of_the_nav(site):
+    for page in (
+        "index.html",
+        "guides/cells.html",
+        "guides/returns.html",
+        "guides/saving.html",
+        "guides/migrating.html",
+        "performance.html",
+        "examples/index.html",
+        *API_PAGES,
+    ):
+        assert (site / page).is_file(), page
+
+
+@pytest.mark.parametrize("cls", PUBLIC, ids=lambda c: c.__name__)
+def test_api_page_shows_class_with_every_constructor_argument(site, cls):
+    section = _class_section(site, cls)
+    signature_text = _signature(site, cls)
+    args = section[
+        section.index(">Args:<") : section.index(">Call arguments:<")
+    ]
+    assert signature_text.startswith(cls.__name__ + "("), signature_text[:60]
+    for name in constructor_arguments(cls):
+        assert re.search(rf"\b{name}\b", signature_text), (
+            f"{cls.__name__}'s signature lacks {name}"
+        )
+        assert f"<b><code>{name}</code></b>" in args, (
+            f"{cls.__name__}'s Args lack {name}"
+        )
+
+
+def _signature(site, cls):
+    section = _class_section(site, cls)
+    signature = re.search(
+        r'<div class="doc-signature[^"]*">(.*?)</pre>', section, re.S
+    )
+    assert signature, f"{cls.__name__} has no signature"
+    return _text(signature.group(1))
+
+
+@pytest.mark.parametrize("cls", PUBLIC, ids=lambda c: c.__name__)
+def test_api_signature_is_a_call_the_class_accepts(site, cls):
+    # Call the class exactly as the page shows it: each positional
+    # parameter by position, each keyword-only one by name, with the
+    # defaults shown; it must build the same layer as the defaults do.
+    text = _signature(site, cls)
+    params = text[text.index("(") + 1 : text.rindex(")")]
+    args = ast.parse(f"def f({params}): pass").body[0].args
+    required = {"rank": 2, "filters": 4, "kernel_size": 3}
+    if cls is kc.ConvRNN:
+        required = {"cell": kc.ConvGRU2DCell(4, 3)}
+    defaults = [None] * (len(args.args) - len(args.defaults)) + args.defaults
+    positional = [
+        required[a.arg] if d is None else ast.literal_eval(d)
+        for a, d in zip(args.args, defaults)
+    ]
+    keywords = {
+        a.arg: ast.literal_eval(d)
+        for a, d in zip(args.kwonlyargs, args.kw_defaults)
+    }
+    assert args.kwarg is not None and args.kwarg.arg == "kwargs"
+    shown = cls(*positional, **keywords).get_config()
+    names = {a.arg for a in args.args}
+    plain = cls(**{k: v for k, v in required.items() if k in names})
+    plain = plain.get_config()
+    shown.pop("name"), plain.pop("name")
+    assert shown == plain
+
+
+@pytest.mark.parametrize("cls", PUBLIC, ids=lambda c: c.__name__)
+def test_api_page_renders_keras_sections_and_the_example_as_code(site, cls):
+    section = _class_section(site, cls)
+    titles = re.findall(
+        r'<span class="doc-section-title">([^<]*)</span>', section
+    )
+    assert titles == [
+        "Args:",
+        "Call arguments:",
+        "Input shape:",
+        "Output shape:",
+        "Example:",
+    ]
+    # The doctest is highlighted code, not Markdown block quotes.
+    assert "<blockquote>" not in section
+    example = section[section.index(">Example:<") :]
+    assert "&gt;&gt;&gt;" in example and "highlight" in example
+    assert "<details" not in section  # no unknown section left as a box
+
+
+def test_api_pages_show_the_equations(site):
+    gru = _text(_class_section(site, kc.ConvGRU2D))
+    for line in (
+        "z  = σ(Wz * x + Uz * h + bz)",
+        "r  = σ(Wr * x + Ur * h + br)",
+        "reset_after=True : h̃ = tanh(Wh * x + bxh + r ⊙ (Uh * h + bhh))",
+        "reset_after=False: h̃ = tanh(Wh * x + Uh * (r ⊙ h) + bh)",
+        "h' = z ⊙ h + (1 − z) ⊙ h̃",
+    ):
+        assert line in gru
+    lstm = _text(_class_section(site, kc.ConvLSTM2D))
+    assert "c' = f ⊙ c + i ⊙ tanh(Wc * x + Uc * h + bc)" in lstm
+    assert "h' = o ⊙ tanh(c')" in lstm
+
+
+def test_site_reads_offline(site):
+    # Scripts, styles and fonts are served from the site itself.
+    for page in site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        remote = re.findall(
+            r'<(?:script|link)[^>]+(?:src|href)="(https?:[^"]+)"', text
+        )
+        assert not remote, f"{page.relative_to(site)} loads {remote}"
+
+
+if __name__ == "__main__":
+    # `python tests/test_docs.py PAGE`: run one page (used for pages that
+    # need a particular backend).
+    run_page(sys.argv[1])
