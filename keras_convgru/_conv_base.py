@@ -355,6 +355,24 @@ class ConvRNNCellBase(keras.layers.Layer):
             self.bias = None
         self.built = True
 
+    def load_own_variables(self, store):
+        # Keras assigns the saved weights one at a time: from a file whose
+        # last weight does not fit (another `reset_after`, say), the first
+        # ones would be overwritten before the error. Check every shape
+        # first, so that a failed load leaves the cell as it was.
+        weights = self.weights
+        if len(store.keys()) == len(weights):
+            for i, weight in enumerate(weights):
+                saved = tuple(store[f"{i}"].shape)
+                if saved != tuple(weight.shape):
+                    raise ValueError(
+                        f"Cannot load the weights of layer '{self.name}': "
+                        f"its `{weight.name}` has shape "
+                        f"{tuple(weight.shape)}, the saved weight {i} has "
+                        f"shape {saved}. The layer is left unchanged."
+                    )
+        super().load_own_variables(store)
+
     # -- the two parts of a step ---------------------------------------------
 
     def _add_channel_bias(self, x, bias):
@@ -374,24 +392,52 @@ class ConvRNNCellBase(keras.layers.Layer):
         Returns:
             `(n, *state_spatial, gate_count * filters)` (or channels_first).
         """
-        projection = ops.conv(
+        projection = self._convolve(
             inputs,
             self.kernel,
             strides=self.strides,
             padding=self.padding,
-            data_format=self.data_format,
             dilation_rate=self.dilation_rate,
         )
         return self._add_channel_bias(projection, self.input_bias())
 
     def recurrent_conv(self, state, kernel):
         """State-to-state convolution: stride 1, 'same' padding."""
+        return self._convolve(state, kernel, strides=1, padding="same")
+
+    def _convolve(self, x, kernel, strides, padding, dilation_rate=1):
+        """`ops.conv` in the cell's data format, on every backend.
+
+        TensorFlow's CPU convolutions take channels-first tensors only
+        where oneDNN is enabled (it is off by default on CPUs without
+        AVX-512), and there a channels-first convolution fails from inside
+        the kernel. On that backend a channels-first cell transposes to
+        channels last around the convolution, which is correct on any
+        device; JAX and PyTorch convolve channels first natively.
+        """
+        if (
+            self.data_format == "channels_first"
+            and keras.backend.backend() == "tensorflow"
+        ):
+            rank = self.rank
+            to_last = (0, *range(2, rank + 2), 1)
+            to_first = (0, rank + 1, *range(1, rank + 1))
+            y = ops.conv(
+                ops.transpose(x, to_last),
+                kernel,
+                strides=strides,
+                padding=padding,
+                data_format="channels_last",
+                dilation_rate=dilation_rate,
+            )
+            return ops.transpose(y, to_first)
         return ops.conv(
-            state,
+            x,
             kernel,
-            strides=1,
-            padding="same",
+            strides=strides,
+            padding=padding,
             data_format=self.data_format,
+            dilation_rate=dilation_rate,
         )
 
     def split_gates(self, x, count=None):

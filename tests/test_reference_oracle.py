@@ -411,20 +411,30 @@ def test_reference_lstm_matches_keras_conv_lstm2d(
         "data_format": data_format,
     }
     x = random_inputs(rng, spec)
+    # Keras computes channels_first on TensorFlow's CPU only where oneDNN
+    # is on, so it runs channels last on the transposed frames (the weights
+    # do not depend on the data format) and its results are moved back.
+    channels_first = data_format == "channels_first"
+    x_last = np.moveaxis(x, 2, -1) if channels_first else x
     keras_layer = keras.layers.ConvLSTM2D(
         FILTERS,
         KERNEL,
         strides=strides,
         padding=padding,
-        data_format=data_format,
+        data_format="channels_last",
         return_sequences=True,
         return_state=True,
     )
-    keras_layer.build(x.shape)
+    keras_layer.build(x_last.shape)
     weights = [
         rng.normal(scale=WEIGHT_SCALE, size=w.shape).astype("float32")
         for w in keras_layer.get_weights()
     ]
     keras_layer.set_weights(weights)
     expected = run_reference(spec, False, x, weights, None)
-    assert_all_close(keras_layer(x), expected, "keras.layers.ConvLSTM2D")
+    actual = [keras.ops.convert_to_numpy(a) for a in keras_layer(x_last)]
+    if channels_first:
+        actual = [np.moveaxis(actual[0], -1, 2)] + [
+            np.moveaxis(state, -1, 1) for state in actual[1:]
+        ]
+    assert_all_close(actual, expected, "keras.layers.ConvLSTM2D")
