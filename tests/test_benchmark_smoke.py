@@ -1,5 +1,6 @@
 """The benchmark script keeps working (one tiny iteration; no timings)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -35,3 +36,37 @@ def test_conv_flops_counts_both_convolutions_of_every_step():
     assert flops == 2 * 9 * (2 * 4 * 3 + 3 * 4 * 3)
     # Linear in batch, steps and pixels.
     assert bench_convrnn.conv_flops(2, 5, 4, 2, 3, 4) == 2 * 5 * 16 * flops
+
+
+PROFILE_SCRIPT = os.path.join(HERE, "..", "benchmarks", "profile_ops.py")
+
+
+def test_op_profile_smoke_run_finds_the_convolutions(tmp_path):
+    # The profiler script runs TensorFlow in its workers whatever the
+    # session's backend; the convolutions of a training step must show up.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            PROFILE_SCRIPT,
+            "--workloads",
+            "smoke",
+            "--peers",
+            "kc.ConvGRU2D,keras.ConvLSTM2D",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "profile-cpu-tensorflow.json") as f:
+        results = json.load(f)
+    assert [r["peer"] for r in results] == ["kc.ConvGRU2D", "keras.ConvLSTM2D"]
+    for result in results:
+        ms = result["op_ms"]
+        assert ms["conv forward"] > 0, result
+        assert ms["conv grad wrt kernel"] > 0, result
+        assert result["wall_ms"] > 0

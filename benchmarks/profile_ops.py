@@ -1,0 +1,254 @@
+"""Where a training step's time goes, per kind of TensorFlow op.
+
+Profiles `model.train_on_batch` of the peers of `bench_convrnn.py` with
+TensorFlow's profiler and sums the executor's time per op kind
+(convolutions forward and backward, the gate math, the loop's tensor lists,
+splits and concatenations, ...), per training step. Each peer runs in its
+own process. The op times are summed over TensorFlow's inter-op threads,
+so a row's total can exceed the wall time when ops overlap; the wall time
+is the median of the profiled steps.
+
+Usage (TensorFlow backend only):
+    python benchmarks/profile_ops.py
+    python benchmarks/profile_ops.py --workloads large \
+        --peers kc.ConvGRU2D,"floor GRU"
+"""
+
+import argparse
+import collections
+import datetime
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import bench_convrnn  # noqa: E402
+
+CATEGORIES = [
+    # (category, op types); anything unlisted is "other".
+    ("conv forward", {"Conv2D", "_FusedConv2D"}),
+    ("conv grad wrt input", {"Conv2DBackpropInput"}),
+    ("conv grad wrt kernel", {"Conv2DBackpropFilter"}),
+    (
+        "gate math",
+        {
+            "AddV2",
+            "Add",
+            "Sub",
+            "Mul",
+            "Sigmoid",
+            "Tanh",
+            "SigmoidGrad",
+            "TanhGrad",
+            "BiasAdd",
+            "BiasAddGrad",
+            "Neg",
+            "AddN",
+            "_FusedMulAdd",
+            "_FusedMulSub",
+            "_FusedMulAdd2",
+            "Square",
+            "Mean",
+            "Sum",
+            "RealDiv",
+        },
+    ),
+    (
+        "split / concat / slice",
+        {
+            "Split",
+            "SplitV",
+            "ConcatV2",
+            "Slice",
+            "StridedSlice",
+            "StridedSliceGrad",
+            "Pack",
+            "Unpack",
+            "Pad",
+        },
+    ),
+    ("transpose / reshape", {"Transpose", "Reshape", "ExpandDims", "Squeeze"}),
+    (
+        "loop tensor lists",
+        {
+            "TensorListGetItem",
+            "TensorListSetItem",
+            "TensorListPushBack",
+            "TensorListPopBack",
+            "TensorListStack",
+            "TensorListFromTensor",
+            "TensorListReserve",
+            "TensorListElementShape",
+            "TensorListLength",
+        },
+    ),
+]
+
+
+# Ops whose time includes the ops they run.
+CONTAINERS = {
+    "While",
+    "StatelessWhile",
+    "If",
+    "StatelessIf",
+    "PartitionedCall",
+    "StatefulPartitionedCall",
+}
+
+
+def _category(op_type):
+    for name, types in CATEGORIES:
+        if op_type in types:
+            return name
+    return "other"
+
+
+def run_worker(peer, workload, steps):
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    batch, time_steps, frame, channels, filters = bench_convrnn.WORKLOADS[
+        workload
+    ]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, time_steps, frame, frame, channels))
+    x = x.astype("float32")
+    y = np.zeros((batch, time_steps, frame, frame, filters), "float32")
+    model = bench_convrnn._build_model(peer, workload, False)
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    walls = []
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        for _ in range(steps):
+            start = time.perf_counter()
+            model.train_on_batch(x, y)
+            walls.append(time.perf_counter() - start)
+        tf.profiler.experimental.stop()
+        (path,) = glob.glob(
+            os.path.join(logdir, "**", "*.xplane.pb"), recursive=True
+        )
+        space = xplane_pb2.XSpace()
+        with open(path, "rb") as f:
+            space.ParseFromString(f.read())
+    time_ms = collections.Counter()
+    count = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                # Executor op events are named "<node name>:<op type>";
+                # function calls and loops contain other ops' time.
+                if ":" not in name or "::" in name:
+                    continue
+                op_type = name.rsplit(":", 1)[1].strip()
+                if op_type.startswith("__") or op_type in CONTAINERS:
+                    continue
+                category = _category(op_type)
+                time_ms[category] += event.duration_ps / 1e9 / steps
+                count[category] += 1 / steps
+    walls.sort()
+    return {
+        "wall_ms": 1000 * walls[len(walls) // 2],
+        "op_ms": dict(time_ms),
+        "op_count": dict(count),
+    }
+
+
+def _spawn(peer, workload, steps):
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        "--peers",
+        peer,
+        "--workloads",
+        workload,
+        "--steps",
+        str(steps),
+    ]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
+    raise RuntimeError(f"worker failed: {peer} {workload}")
+
+
+def markdown(results):
+    names = [name for name, _ in CATEGORIES] + ["other"]
+    head = "| workload | peer | wall ms | " + " | ".join(names)
+    head += " | ops/step |\n"
+    head += "| --- | --- | ---: |" + " ---: |" * (len(names) + 1) + "\n"
+    rows = []
+    for (workload, peer), r in results.items():
+        cells = [f"{r['op_ms'].get(n, 0.0):.1f}" for n in names]
+        ops_per_step = round(sum(r["op_count"].values()))
+        rows.append(
+            f"| {workload} | {peer} | {r['wall_ms']:.1f} | "
+            + " | ".join(cells)
+            + f" | {ops_per_step} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", default="small,large")
+    parser.add_argument(
+        "--peers",
+        default=",".join(
+            [
+                "keras.ConvLSTM2D",
+                "kc.ConvLSTM2D",
+                "floor LSTM",
+                "kc.ConvGRU2D",
+                "floor GRU",
+            ]
+        ),
+    )
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--worker", action="store_true")
+    parser.add_argument(
+        "--out", default=os.path.join(os.path.dirname(__file__), "results")
+    )
+    args = parser.parse_args()
+    peers = args.peers.split(",")
+    workloads = args.workloads.split(",")
+    if args.worker:
+        result = run_worker(peers[0], workloads[0], args.steps)
+        print("RESULT " + json.dumps(result))
+        return
+    results = {}
+    for workload in workloads:
+        for peer in peers:
+            result = _spawn(peer, workload, args.steps)
+            results[(workload, peer)] = result
+            print(f"{workload} {peer}: {result['wall_ms']:.1f} ms")
+    table = markdown(results)
+    print(table)
+    os.makedirs(args.out, exist_ok=True)
+    stamp = datetime.date.today().isoformat()
+    with open(os.path.join(args.out, "profile-cpu-tensorflow.md"), "w") as f:
+        f.write(
+            f"# Training-step time per op kind, TensorFlow CPU ({stamp})\n\n"
+            "Summed executor time per op kind, ms per training step "
+            "(benchmarks/profile_ops.py).\n\n" + table
+        )
+    with open(os.path.join(args.out, "profile-cpu-tensorflow.json"), "w") as f:
+        json.dump(
+            [{"workload": w, "peer": p, **r} for (w, p), r in results.items()],
+            f,
+            indent=1,
+        )
+
+
+if __name__ == "__main__":
+    main()
