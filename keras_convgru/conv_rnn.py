@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_convgru._conv_base import ConvRNNCellBase
+from keras_convgru._conv_base import _is_int
 
 
 def _cells_of(cell):
@@ -35,6 +36,17 @@ class ConvRNN(keras.layers.RNN):
     (stacked: each cell's output sequence feeds the next cell), and
     everywhere a `keras.layers.RNN` does (`Bidirectional`, masking,
     `stateful`, `unroll`).
+
+    With `x_t` the frame at time step `t` of `T`:
+
+    ```
+    states_0 = initial_state (zeros by default)
+    output_t, states_t = cell(x_t, states_(t-1))     for t = 1, ..., T
+    ```
+
+    A list of cells is one stacked cell: the first cell steps `x_t`, each
+    next cell steps the previous cell's `output_t`, and `output_t` is the
+    last cell's.
 
     For the keras_convgru cells it runs all gates as one input-to-state
     and one state-to-state convolution per step, and when a step is small
@@ -86,8 +98,10 @@ class ConvRNN(keras.layers.RNN):
     Output shape:
         - `return_sequences=False`: `(batch, *new_spatial, filters)`.
         - `return_sequences=True`: `(batch, time, *new_spatial, filters)`.
-        - `return_state=True`: a list `[output, *states]`, each state
-          `(batch, *new_spatial, filters)`.
+        - `return_state=True`: `output, *states`, each state
+          `(batch, *new_spatial, filters)`; for a stack, one list of
+          states per cell.
+
         `new_spatial` is the input-to-state convolution's output size
         (channels first for `channels_first`).
 
@@ -194,7 +208,9 @@ class ConvRNN(keras.layers.RNN):
         cell = self.cell
         step_shape = (sequences.shape[0],) + tuple(sequences.shape[2:])
         state_shape = cell.state_shape(step_shape[0], cell._spatial(step_shape))
-        if any(n is None for n in state_shape):
+        # Unknown (None) or symbolic (e.g. a JAX export's batch) sizes are
+        # only known at run time.
+        if not all(_is_int(n) for n in state_shape):
             return True
         elements = cell.gate_count * math.prod(state_shape)
         return elements <= self._max_hoisted_step_elements
@@ -251,6 +267,7 @@ class ConvRNN(keras.layers.RNN):
                 f"(batch, time, {self.rank} spatial dimensions, channels). "
                 f"Received: input shape={sequences_shape}"
             )
+        self._check_time_steps(sequences_shape)
         if self.stateful and sequences_shape[0] is None:
             raise ValueError(
                 f"Layer '{self.name}' has `stateful=True`, which needs a "
@@ -343,6 +360,40 @@ class ConvRNN(keras.layers.RNN):
             for state in keras.tree.flatten(self.states):
                 state.assign(ops.zeros_like(state.value))
 
+    def _check_time_steps(self, sequences_shape):
+        """No time steps: fail here, not in the backend's loop."""
+        time_steps = sequences_shape[1] if len(sequences_shape) > 1 else None
+        if _is_int(time_steps) and time_steps == 0:
+            raise ValueError(
+                f"Layer '{self.name}' needs sequences of at least one time "
+                "step. Received: input shape="
+                f"{tuple(sequences_shape)} (axis 1, time, has size 0)"
+            )
+
+    def _check_held_states(self, sequences):
+        """A stateful layer continues only on frames of the size it holds
+        states for (keras.layers.RNN checks the batch size itself)."""
+        if self.states is None:
+            return
+        step_shape = (sequences.shape[0],) + tuple(sequences.shape[2:])
+        _, per_cell_shapes = self._state_shapes(step_shape)
+        needed = [s for shapes in per_cell_shapes for s in shapes]
+        held = keras.tree.flatten(self.states)
+        for i, (state, shape) in enumerate(zip(held, needed)):
+            held_shape = tuple(state.shape)
+            if any(
+                a is not None and b is not None and a != b
+                for a, b in zip(held_shape[1:], shape[1:])
+            ):
+                raise ValueError(
+                    f"Layer '{self.name}' has `stateful=True` and holds "
+                    f"states of shape {held_shape}; these frames need "
+                    f"states of shape {shape} (state {i}). A stateful "
+                    "layer continues only on frames of the size it was "
+                    "built for. Received: input shape="
+                    f"{tuple(sequences.shape)}"
+                )
+
     def _check_frame_sizes(self, sequences):
         """Frames smaller than a `valid` kernel: fail here, not in a conv."""
         shape = tuple(sequences.shape)
@@ -354,7 +405,10 @@ class ConvRNN(keras.layers.RNN):
             step_shape = tuple(cell.compute_output_shape(step_shape)[0])
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
+        self._check_time_steps(tuple(sequences.shape))
         self._check_frame_sizes(sequences)
+        if initial_state is None and self.stateful:
+            self._check_held_states(sequences)
         if initial_state is not None:
             if not keras.tree.is_nested(initial_state):
                 initial_state = [initial_state]

@@ -326,3 +326,40 @@ def test_sequential_model_saves_and_loads(tmp_path, rng):
     assert_same_model(
         model, loaded, rng.normal(size=(2, 3, 4, 4, 1)).astype("float32")
     )
+
+
+def _export_and_serve(model, path, x):
+    """`model.export` to a SavedModel, reload it with TensorFlow, serve x."""
+    import tensorflow as tf
+
+    model.export(str(path), verbose=False)
+    # Hold the loaded object while serving: its variables die with it.
+    served = tf.saved_model.load(str(path))
+    return served.serve(x).numpy()
+
+
+def test_export_works_wherever_keras_conv_lstm_exports(tmp_path, rng):
+    # The oracle: on this backend, does Keras's own ConvLSTM2D export? On
+    # TensorFlow and JAX it does (JAX traces the batch size symbolically);
+    # ours must then export too and serve the same numbers as predict.
+    x = rng.normal(size=(2, 3, 8, 8, 2)).astype("float32")
+
+    def model_of(layer):
+        inputs = keras.Input((3, 8, 8, 2))
+        return keras.Model(inputs, layer(inputs))
+
+    reference = model_of(keras.layers.ConvLSTM2D(4, 3, padding="same"))
+    try:
+        _export_and_serve(reference, tmp_path / "keras", x)
+    except Exception as error:  # Keras can't export here (torch backend).
+        reason = error
+    else:
+        reason = None
+    ours = model_of(kc.ConvLSTM2D(4, 3, padding="same"))
+    if reason is not None:
+        assert keras.backend.backend() == "torch", reason
+        with pytest.raises(Exception):
+            _export_and_serve(ours, tmp_path / "ours", x)
+        return
+    served = _export_and_serve(ours, tmp_path / "ours", x)
+    np.testing.assert_allclose(served, ours.predict(x, verbose=0), atol=1e-5)

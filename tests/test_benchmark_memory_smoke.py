@@ -1,0 +1,69 @@
+"""The memory benchmark keeps working: one tiny measurement per peer, in
+this process (a smoke run's numbers mean nothing and are not checked),
+and its fit and formula on numbers known in advance."""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+import bench_memory  # noqa: E402
+
+
+# A TensorFlow-backend script: its smoke run happens once per CI run, in
+# the TensorFlow session (see conftest.py).
+@pytest.mark.tensorflow_session
+def test_memory_smoke_run_reports_a_row_for_every_peer(tmp_path):
+    out = tmp_path / "memory.md"
+    assert bench_memory.main(["--smoke", "--out", str(out)]) == 0
+    report = out.read_text()
+    with open(tmp_path / "memory.json") as f:
+        results = json.load(f)
+    assert [r["peer"] for r in results["rows"]] == list(bench_memory.PEERS)
+    for row in results["rows"]:
+        assert f"| smoke | {row['peer']} |" in report
+        assert row["peak_mb"] > 0 and row["predicted_mb"] > 0
+    assert results["environment"]["backend"] == "tensorflow"
+
+
+def test_fit_recovers_the_slope_in_floats_per_pixel_and_step():
+    # 1,000 floats per pixel-step: 4,000 bytes x BATCH x 32 x 32 per step.
+    per_step = 4000 * bench_memory.BATCH * 32 * 32 / 2**20
+    rows = [
+        {
+            "sweep": "steps",
+            "peer": "kc.ConvGRU2D",
+            "steps": steps,
+            "side": 32,
+            "delta_mb": 50 + per_step * steps,
+            "predicted_mb": per_step * steps / 2,
+        }
+        for steps in (10, 20, 40, 80)
+    ]
+    (fit,) = bench_memory.summarize(rows)
+    assert fit["floats_per_pixel_step"] == pytest.approx(1000)
+    assert fit["formula_floats_per_pixel_step"] == pytest.approx(500)
+    assert fit["intercept_mb"] == pytest.approx(50)
+    assert fit["max_residual_mb"] == pytest.approx(0, abs=1e-9)
+
+
+def test_formula_counts_the_loop_and_the_sequence_tensors():
+    f, c = bench_memory.FILTERS, bench_memory.CHANNELS
+    # GRU, hoisted: 8F in the loop, the 3F projection, input C, output F.
+    assert bench_memory.saved_floats_per_pixel("kc.ConvGRU2D", True) == (
+        8 * f + 3 * f + c + f
+    )
+    # LSTM, stepped: 7F and the frame x_t in the loop, input C, output F.
+    assert bench_memory.saved_floats_per_pixel(
+        "kc.ConvLSTM2D stepped", False
+    ) == (7 * f + c + c + f)
+    # Linear in steps and in pixels.
+    one = bench_memory.predicted_mb("kc.ConvLSTM2D stepped", 10, 16)
+    assert bench_memory.predicted_mb(
+        "kc.ConvLSTM2D stepped", 20, 16
+    ) == pytest.approx(2 * one)
+    assert bench_memory.predicted_mb(
+        "kc.ConvLSTM2D stepped", 10, 32
+    ) == pytest.approx(4 * one)
