@@ -380,6 +380,11 @@ class ConvRNNCellBase(keras.layers.Layer):
             return x
         if self.data_format == "channels_first":
             bias = ops.reshape(bias, (-1,) + (1,) * self.rank)
+            # Bias first: Keras's TensorFlow `add(x, bias)` turns into a
+            # BiasAdd that reads the bias as channels-last whenever the
+            # last axis of `x` has the bias's length (a frame as wide as
+            # the channels are many), adding it along the wrong axis.
+            return ops.add(bias, x)
         return ops.add(x, bias)
 
     def input_projection(self, inputs):
