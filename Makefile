@@ -11,7 +11,7 @@ LINT_DIRS = $(wildcard keras_convgru tests examples benchmarks)
 export TF_CPP_MIN_LOG_LEVEL = 2
 
 .PHONY: install lint test test-tf test-jax test-torch docs docs-serve demo \
-	next-frame bench clean distclean
+	next-frame bench bench-memory clean distclean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -63,6 +63,10 @@ next-frame: install
 # docs/performance.md. Takes a while: every peer runs in its own process.
 bench: install
 	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/bench_convrnn.py
+
+# Training-step memory as the steps and the frame double (docs/scaling.md).
+bench-memory: install
+	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/bench_memory.py
 
 clean:
 	rm -rf build dist site *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -27,7 +27,7 @@ import pytest
 
 hypothesis.settings.register_profile(
     "fast",
-    max_examples=12,
+    max_examples=10,
     deadline=None,
     derandomize=True,
     database=None,

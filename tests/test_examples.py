@@ -41,8 +41,17 @@ next_frame = load_example("next_frame")
 
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory):
-    """Runs both scripts with --quick at the same time; name -> (out, proc)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    """Runs both scripts with --quick at once; name -> (out, rc, output).
+
+    XLA (the JAX backend) compiles without its backend optimisations:
+    quick mode's few steps take less time than optimising them would.
+    """
+    xla_flags = os.environ.get("XLA_FLAGS", "")
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "XLA_FLAGS": f"{xla_flags} --xla_backend_optimization_level=0",
+    }
     running = {}
     for name in ("flyby_tracking", "next_frame"):
         out = tmp_path_factory.mktemp(name)

@@ -358,7 +358,8 @@ def test_export_works_wherever_keras_conv_lstm_exports(tmp_path, rng):
     ours = model_of(kc.ConvLSTM2D(4, 3, padding="same"))
     if reason is not None:
         assert keras.backend.backend() == "torch", reason
-        with pytest.raises(Exception):
+        # Ours fails the same way as Keras's own layer there.
+        with pytest.raises(type(reason)):
             _export_and_serve(ours, tmp_path / "ours", x)
         return
     served = _export_and_serve(ours, tmp_path / "ours", x)
