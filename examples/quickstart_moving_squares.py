@@ -5,7 +5,7 @@ with a constant velocity. At every step the model sees the current frame and
 predicts where the square will be in the next one, so it has to infer the
 velocity from the frames it has seen so far.
 
-Run with `make demo`, or:
+Run with:
 
     python examples/quickstart_moving_squares.py --epochs 5 --seed 0
 """
