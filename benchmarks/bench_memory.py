@@ -25,13 +25,15 @@ Usage:
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_convrnn import _environment  # noqa: E402
 
 BATCH = 2
 CHANNELS = 4
@@ -180,32 +182,6 @@ def predicted_mb(peer, steps, side):
     """Formula: saved floats per pixel-step x pixels x steps x 4 bytes."""
     floats = saved_floats_per_pixel(peer, hoisted(peer, steps, side))
     return floats * BATCH * side * side * steps * 4 / 2**20
-
-
-def _environment():
-    import keras
-
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    versions = {"python": platform.python_version(), "keras": keras.__version__}
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        versions["tensorflow"] = tf.__version__
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "backend": keras.backend.backend(),
-        "versions": versions,
-        "date": datetime.date.today().isoformat(),
-    }
 
 
 def summarize(rows):
