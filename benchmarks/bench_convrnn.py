@@ -10,19 +10,30 @@ markdown table (and writes it under benchmarks/results/):
 - `floor LSTM`/`floor GRU`/`floor GRU ra=False`: the same convolutions
   batched over all steps with no recurrence (the input-to-state and the
   state-to-state convolutions of every step as two big convolutions, plus
-  the gate math): the time a step cannot go below.
+  the gate math): the time a step cannot go below;
+- `conv floor LSTM`/`conv floor GRU`: the floor without the gate math;
+- `loop floor LSTM`/`loop floor GRU`: the convolutions *with* the
+  recurrence but no gates: the input-to-state convolution over all frames,
+  then a plain `keras.layers.RNN` whose minimal cell runs only the fused
+  state-to-state convolution, an add and a `tanh`: what the recurrence
+  itself costs (per-step convolutions and Keras's loop), which no layer
+  stepped by Keras's loop can go below.
 
 For each: forward and training-step time (median of `--runs` timed runs
 after warm-up), with and without `jit_compile=True`, peak resident memory
 of the process, achieved GFLOP/s of the training step from the exact
-convolution FLOP count (backward = 2x forward), the ratio to the floor of
-the same layer type, and the speed-up over the built-in.
+convolution FLOP count (backward = 2x forward), the ratios to the floor and
+to the loop floor of the same layer type, and the speed-up over the
+built-in. Every peer is measured `--rounds` times, round-robin, each time in
+a fresh process; the table gives the median round and the range, because a
+shared machine drifts by tens of percent within minutes.
 
 Usage:
     python benchmarks/bench_convrnn.py              # everything
     python benchmarks/bench_convrnn.py --smoke      # one tiny iteration,
                                                     # in one process
     python benchmarks/bench_convrnn.py --workloads small --jit off
+    python benchmarks/bench_convrnn.py --workloads large --rounds 2
 """
 
 import argparse
@@ -61,12 +72,15 @@ PEERS = {
     "floor GRU ra=False": ("gru ra=False", 3),
     "conv floor LSTM": ("lstm", 4),
     "conv floor GRU": ("gru", 3),
+    "loop floor LSTM": ("lstm", 4),
+    "loop floor GRU": ("gru", 3),
 }
 FLOORS = {
     "lstm": "floor LSTM",
     "gru": "floor GRU",
     "gru ra=False": "floor GRU ra=False",
 }
+LOOP_FLOORS = {"lstm": "loop floor LSTM", "gru": "loop floor GRU"}
 
 
 def conv_flops(batch, steps, frame, channels, filters, gates):
@@ -152,6 +166,63 @@ def _floor_layer(keras, ops, gates, filters, reset_after=True, gates_math=True):
     return Floor()
 
 
+def _loop_floor_model(keras, ops, gates, filters, frame):
+    """The convolutions of a recurrent layer with the recurrence, no gates.
+
+    The input-to-state convolution runs once over all frames (as hoisted),
+    then a plain `keras.layers.RNN` steps a minimal cell: the fused
+    state-to-state convolution, one add and one `tanh`
+    (`h' = tanh(sum over gates of (x_t + U * h))`). No implementation that
+    steps Keras's loop can do less per step, so this row is what the
+    recurrence itself costs: the per-step convolutions, which cannot be
+    batched, and the loop.
+    """
+
+    class MinimalCell(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.state_size = (frame, frame, filters)
+            self.output_size = (frame, frame, filters)
+
+        def build(self, input_shape):
+            self.recurrent_kernel = self.add_weight(
+                shape=(KERNEL, KERNEL, filters, gates * filters),
+                name="recurrent_kernel",
+            )
+
+        def get_initial_state(self, batch_size=None):
+            return [ops.zeros((batch_size, frame, frame, filters))]
+
+        def call(self, x_t, states):
+            hp = ops.conv(states[0], self.recurrent_kernel, padding="same")
+            s = ops.reshape(x_t + hp, (-1, frame, frame, gates, filters))
+            h = ops.tanh(ops.sum(s, axis=-2))
+            return h, [h]
+
+    class LoopFloor(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.rnn = keras.layers.RNN(MinimalCell(), return_sequences=True)
+
+        def build(self, input_shape):
+            self.kernel = self.add_weight(
+                shape=(KERNEL, KERNEL, input_shape[-1], gates * filters),
+                name="kernel",
+            )
+            self.bias = self.add_weight(
+                shape=(gates * filters,), initializer="zeros", name="bias"
+            )
+
+        def call(self, x):
+            shape = ops.shape(x)
+            frames = ops.reshape(x, (-1, *shape[2:]))
+            xp = ops.conv(frames, self.kernel, padding="same") + self.bias
+            xp = ops.reshape(xp, (shape[0], shape[1], *ops.shape(xp)[1:]))
+            return self.rnn(xp)
+
+    return LoopFloor()
+
+
 def _build_model(peer, workload, jit):
     import keras
     from keras import ops
@@ -186,6 +257,10 @@ def _build_model(peer, workload, jit):
                 return self.rnn(x)
 
         model = SteppedCell()
+        model.compile(optimizer="sgd", loss="mse", jit_compile=jit)
+        return model
+    elif peer.startswith("loop floor"):
+        model = _loop_floor_model(keras, ops, PEERS[peer][1], filters, frame)
         model.compile(optimizer="sgd", loss="mse", jit_compile=jit)
         return model
     else:
@@ -251,6 +326,17 @@ def run_worker(peer, workload, jit, warmup, runs, min_seconds=0.0):
 # --------------------------------------------------------------------------
 
 
+def _median_round(results):
+    """One row from a peer's rounds: the median round's times (by training
+    step; the lower middle one for an even count), every round's training
+    time, and the largest peak memory."""
+    ordered = sorted(results, key=lambda r: r["train_ms"])
+    row = dict(ordered[(len(ordered) - 1) // 2])
+    row["train_rounds_ms"] = [r["train_ms"] for r in results]
+    row["rss_mb"] = max(r["rss_mb"] for r in results)
+    return row
+
+
 def _spawn(peer, workload, jit, warmup, runs, min_seconds):
     cmd = [
         sys.executable,
@@ -311,9 +397,11 @@ def _environment():
 
 def _table(rows, workloads):
     header = (
-        "| workload | peer | jit | fwd ms | train ms | GFLOP/s | "
-        "ratio to floor | peak RSS MB | speed-up vs built-in |\n"
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+        "| workload | peer | jit | fwd ms | train ms | train range | "
+        "GFLOP/s | ratio to floor | ratio to loop floor | peak RSS MB | "
+        "speed-up vs built-in |\n"
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: |\n"
     )
     lines = []
     for workload in workloads:
@@ -339,6 +427,14 @@ def _table(rows, workloads):
                 ratio = (
                     f"{r['train_ms'] / floor['train_ms']:.2f}" if floor else "-"
                 )
+                loop_floor = results.get(LOOP_FLOORS.get(layer_type))
+                loop_ratio = (
+                    f"{r['train_ms'] / loop_floor['train_ms']:.2f}"
+                    if loop_floor
+                    else "-"
+                )
+                rounds = r.get("train_rounds_ms", [r["train_ms"]])
+                spread = f"{min(rounds):.1f}-{max(rounds):.1f}"
                 speedup = (
                     f"{builtin['train_ms'] / r['train_ms']:.2f}x"
                     if builtin
@@ -346,9 +442,9 @@ def _table(rows, workloads):
                 )
                 lines.append(
                     f"| {label} | {peer} | {'on' if jit else 'off'} | "
-                    f"{r['fwd_ms']:.1f} | {r['train_ms']:.1f} | "
-                    f"{gflops:.1f} | {ratio} | {r['rss_mb']:.0f} | "
-                    f"{speedup} |"
+                    f"{r['fwd_ms']:.1f} | {r['train_ms']:.1f} | {spread} | "
+                    f"{gflops:.1f} | {ratio} | {loop_ratio} | "
+                    f"{r['rss_mb']:.0f} | {speedup} |"
                 )
     return header + "\n".join(lines) + "\n"
 
@@ -365,6 +461,13 @@ def main(argv=None):
         type=float,
         default=2.0,
         help="time each measurement for at least this long (max 200 runs)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measure every peer this many times, round-robin, each time "
+        "in a fresh process; the table gives the median round",
     )
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", default=None, help="results file (.md)")
@@ -399,27 +502,38 @@ def main(argv=None):
     peers = args.peers.split(",") if args.peers else list(PEERS)
     jits = {"off": [False], "on": [True], "both": [False, True]}[args.jit]
 
+    rounds = 1 if args.smoke else args.rounds
+    if rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {rounds}")
     rows = []
     for workload in workloads:
         for jit in jits:
-            for peer in peers:
-                if args.smoke:
-                    # One process for all peers: the smoke run only checks
-                    # that every peer still builds, trains and reports.
-                    result = run_worker(peer, workload, jit, warmup, runs)
-                else:
-                    result = _spawn(
-                        peer, workload, jit, warmup, runs, args.min_seconds
+            # Round-robin: every peer once per round, so slow drifts of a
+            # shared machine hit all peers alike; the median round is kept.
+            measured = {peer: [] for peer in peers}
+            for round_index in range(rounds):
+                for peer in peers:
+                    if args.smoke:
+                        # One process for all peers: the smoke run only
+                        # checks that every peer builds, trains, reports.
+                        result = run_worker(peer, workload, jit, warmup, runs)
+                    else:
+                        result = _spawn(
+                            peer, workload, jit, warmup, runs, args.min_seconds
+                        )
+                    measured[peer].append(result)
+                    print(
+                        f"  {workload:>10} jit={'on' if jit else 'off':3} "
+                        f"round {round_index + 1}/{rounds} {peer:<24} "
+                        f"fwd {result['fwd_ms']:8.1f} ms  "
+                        f"train {result['train_ms']:8.1f} ms",
+                        file=sys.stderr,
+                        flush=True,
                     )
-                result.update(peer=peer, workload=workload, jit=jit)
-                rows.append(result)
-                print(
-                    f"  {workload:>10} jit={'on' if jit else 'off':3} "
-                    f"{peer:<24} fwd {result['fwd_ms']:8.1f} ms  "
-                    f"train {result['train_ms']:8.1f} ms",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            for peer in peers:
+                row = _median_round(measured[peer])
+                row.update(peer=peer, workload=workload, jit=jit)
+                rows.append(row)
 
     env = _environment()
     table = _table(rows, workloads)
@@ -428,9 +542,11 @@ def main(argv=None):
         f"- CPU: {env['cpu']}, {env['cores']} cores\n"
         f"- backend: {env['backend']}; versions: "
         + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-        + f"\n- median of at least {runs} timed runs (and at least "
-        f"{args.min_seconds} s of runs, at most 200) after {warmup} "
-        "warm-up; "
+        + f"\n- {rounds} round(s), every peer once per round in its own "
+        "process; per round the median of at least "
+        f"{runs} timed runs (and at least {args.min_seconds} s of runs, at "
+        f"most 200) after {warmup} warm-up; the table gives the median "
+        "round, train range the fastest and slowest round; "
         "train = forward + backward + SGD update (`train_on_batch`), "
         "float32, 3x3 kernels, padding same\n\n" + table
     )

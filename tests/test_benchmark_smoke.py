@@ -70,3 +70,51 @@ def test_op_profile_smoke_run_finds_the_convolutions(tmp_path):
         assert ms["conv forward"] > 0, result
         assert ms["conv grad wrt kernel"] > 0, result
         assert result["wall_ms"] > 0
+
+
+def test_a_peer_row_is_its_median_round_with_every_round_and_peak_memory():
+    rounds = [
+        {"fwd_ms": 1.0, "train_ms": 30.0, "rss_mb": 700},
+        {"fwd_ms": 2.0, "train_ms": 10.0, "rss_mb": 900},
+        {"fwd_ms": 3.0, "train_ms": 20.0, "rss_mb": 800},
+    ]
+    row = bench_convrnn._median_round(rounds)
+    assert row["train_ms"] == 20.0 and row["fwd_ms"] == 3.0
+    assert row["train_rounds_ms"] == [30.0, 10.0, 20.0]
+    assert row["rss_mb"] == 900
+    # Even count: the lower middle round, never an average of two.
+    assert bench_convrnn._median_round(rounds[:2])["train_ms"] == 10.0
+
+
+def test_loop_floor_is_the_minimal_recurrence_it_claims():
+    # h_t = tanh(sum over gates of (W * x_t + b + U * h_{t-1})), h_0 = 0,
+    # against a NumPy loop with the model's own weights.
+    import keras
+    import numpy as np
+    from keras import ops
+
+    gates, filters, frame, channels = 3, 2, 4, 3
+    model = bench_convrnn._loop_floor_model(keras, ops, gates, filters, frame)
+    x = np.random.default_rng(0).standard_normal((2, 3, frame, frame, channels))
+    x = x.astype("float32")
+    model(x)  # builds the weights
+    kernel = ops.convert_to_numpy(model.kernel)
+    recurrent = ops.convert_to_numpy(model.rnn.cell.recurrent_kernel)
+    bias = np.random.default_rng(1).standard_normal(gates * filters)
+    model.bias.assign(bias.astype("float32"))
+    y = ops.convert_to_numpy(model(x))
+
+    def conv_same(a, k):
+        padded = np.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        out = np.zeros(a.shape[:3] + (k.shape[-1],))
+        for i in range(3):
+            for j in range(3):
+                window = padded[:, i : i + frame, j : j + frame, :]
+                out += window @ k[i, j]
+        return out
+
+    h = np.zeros((2, frame, frame, filters))
+    for t in range(3):
+        s = conv_same(x[:, t], kernel) + bias + conv_same(h, recurrent)
+        h = np.tanh(s.reshape(h.shape[:3] + (gates, filters)).sum(axis=-2))
+        np.testing.assert_allclose(y[:, t], h, rtol=1e-4, atol=1e-5)
