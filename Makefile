@@ -60,9 +60,15 @@ next-frame: install
 	KERAS_BACKEND=tensorflow $(BIN)/python examples/next_frame.py
 
 # Side-by-side speed and memory (TensorFlow backend, CPU); see
-# docs/performance.md. Takes a while: every peer runs in its own process.
+# docs/performance.md. Takes a while (about 1.5 h on 2 cores): every peer
+# runs 3 times, each time in its own process. With jit_compile only the
+# workloads where XLA's CPU loop gradient finishes in minutes.
 bench: install
-	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/bench_convrnn.py
+	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/bench_convrnn.py \
+		--jit off --out benchmarks/results/$$(date +%F)-cpu-tensorflow-jit-off.md
+	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/bench_convrnn.py \
+		--jit on --workloads small,medium,long-T10 \
+		--out benchmarks/results/$$(date +%F)-cpu-tensorflow-jit-on.md
 
 # Training-step memory as the steps and the frame double (docs/scaling.md).
 bench-memory: install
