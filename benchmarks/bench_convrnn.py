@@ -557,7 +557,7 @@ def main(argv=None):
         out = args.out or os.path.join(
             os.path.dirname(os.path.abspath(__file__)),
             "results",
-            f"{env['date']}-{env['backend']}-cpu.md",
+            f"{env['date']}-cpu-{env['backend']}-jit-{args.jit}.md",
         )
         os.makedirs(os.path.dirname(out), exist_ok=True)
         with open(out, "w") as f:

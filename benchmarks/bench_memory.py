@@ -21,6 +21,7 @@ slope that the activation-memory formula of docs/scaling.md predicts.
 Usage:
     python benchmarks/bench_memory.py            # both sweeps, ~10 min
     python benchmarks/bench_memory.py --sweeps steps --peers kc.ConvGRU2D
+    python benchmarks/bench_memory.py --sweeps steps --shape 4,8,32
     python benchmarks/bench_memory.py --smoke    # tiny, in this process
 """
 
@@ -70,13 +71,15 @@ def hoisted(peer, steps, side):
     return GATES[family(peer)] * FILTERS * BATCH * side * side <= HOISTING_LIMIT
 
 
-def saved_floats_per_pixel(peer, is_hoisted, channels=CHANNELS, f=FILTERS):
+def saved_floats_per_pixel(peer, is_hoisted, channels=None, f=None):
     """The formula of docs/scaling.md: floats per pixel and time step that
     a training step holds for backpropagation.
 
     Counted from TensorFlow's gradient graph of the time loop (what the
     loop pushes per iteration) plus the sequence-sized tensors outside it:
     """
+    channels = CHANNELS if channels is None else channels
+    f = FILTERS if f is None else f
     if peer.startswith("keras"):
         # Keras's ConvLSTM2D: the frame x_t and 7 f-channel tensors.
         loop = channels + 7 * f
@@ -152,6 +155,8 @@ def _spawn(peer, steps, side, train_steps):
         str(side),
         "--train-steps",
         str(train_steps),
+        "--shape",
+        f"{BATCH},{CHANNELS},{FILTERS}",
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -271,10 +276,18 @@ def markdown(rows, fits, env, train_steps):
 
 
 def main(argv=None):
+    # --shape replaces the module's batch, channels and filters, which the
+    # worker, the formula and the report all read.
+    global BATCH, CHANNELS, FILTERS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sweeps", default="steps,frame")
     parser.add_argument("--peers", default=",".join(PEERS))
     parser.add_argument("--train-steps", type=int, default=2)
+    parser.add_argument(
+        "--shape",
+        default=f"{BATCH},{CHANNELS},{FILTERS}",
+        help="batch,input channels,filters (default %(default)s)",
+    )
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", default=None, help="results file (.md)")
     parser.add_argument("--worker", action="store_true")
@@ -282,6 +295,16 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--side", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:
+        shape = [int(v) for v in args.shape.split(",")]
+    except ValueError:
+        shape = []
+    if len(shape) != 3 or min(shape) < 1:
+        parser.error(
+            f"--shape takes three positive integers batch,channels,filters; "
+            f"got {args.shape!r}"
+        )
+    BATCH, CHANNELS, FILTERS = shape
 
     if args.worker:
         result = run_worker(args.peer, args.steps, args.side, args.train_steps)
@@ -336,7 +359,7 @@ def main(argv=None):
         out = args.out or os.path.join(
             os.path.dirname(os.path.abspath(__file__)),
             "results",
-            f"memory-cpu-{env['backend']}.md",
+            f"{env['date']}-memory-cpu-{env['backend']}.md",
         )
         os.makedirs(os.path.dirname(out), exist_ok=True)
         with open(out, "w") as f:

@@ -74,3 +74,29 @@ def test_formula_counts_the_loop_and_the_sequence_tensors():
     assert bench_memory.predicted_mb(
         "kc.ConvLSTM2D stepped", 10, 32
     ) == pytest.approx(4 * one)
+
+
+@pytest.mark.tensorflow_session
+def test_memory_shape_option_sets_batch_channels_and_filters(
+    tmp_path, monkeypatch
+):
+    for name in ("BATCH", "CHANNELS", "FILTERS"):
+        monkeypatch.setattr(bench_memory, name, getattr(bench_memory, name))
+    out = tmp_path / "memory.md"
+    argv = ["--smoke", "--peers", "kc.ConvLSTM2D stepped", "--out", str(out)]
+    assert bench_memory.main(argv + ["--shape", "3,5,7"]) == 0
+    assert "batch 3, 5 input channels, 7 filters" in out.read_text()
+    assert (bench_memory.BATCH, bench_memory.CHANNELS) == (3, 5)
+    # The formula follows the shape: 7 filters, 5 channels.
+    assert bench_memory.saved_floats_per_pixel(
+        "kc.ConvLSTM2D stepped", False
+    ) == bench_memory.saved_floats_per_pixel(
+        "kc.ConvLSTM2D stepped", False, channels=5, f=7
+    )
+
+
+@pytest.mark.parametrize("shape", ["2,4", "2,0,16", "a,b,c"])
+def test_memory_shape_option_rejects_a_bad_shape(shape, capsys):
+    with pytest.raises(SystemExit):
+        bench_memory.main(["--smoke", "--shape", shape])
+    assert repr(shape) in capsys.readouterr().err
