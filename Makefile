@@ -60,15 +60,15 @@ next-frame: install
 	KERAS_BACKEND=tensorflow $(BIN)/python examples/next_frame.py
 
 # Side-by-side speed and memory (TensorFlow backend, CPU); see
-# docs/performance.md. Takes a while (about 1.5 h on 2 cores): every peer
+# docs/performance.md. Takes 2-3 hours on 2 cores: every peer
 # runs 3 times, each time in its own process. With jit_compile only the
-# workloads where XLA's CPU loop gradient finishes in minutes.
+# workloads where XLA's CPU loop gradient finishes in minutes. Results:
+# benchmarks/results/<date>-cpu-tensorflow-jit-{off,on}.md.
 bench: install
 	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/bench_convrnn.py \
-		--jit off --out benchmarks/results/$$(date +%F)-cpu-tensorflow-jit-off.md
+		--jit off
 	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/bench_convrnn.py \
-		--jit on --workloads small,medium,long-T10 \
-		--out benchmarks/results/$$(date +%F)-cpu-tensorflow-jit-on.md
+		--jit on --workloads small,medium,long-T10
 
 # Training-step memory as the steps and the frame double (docs/scaling.md).
 bench-memory: install
