@@ -357,13 +357,29 @@ def _spawn(peer, workload, jit, warmup, runs, min_seconds):
         "--min-seconds",
         str(min_seconds),
     ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return run_worker_process(cmd, f"{peer} {workload} jit={jit}")
+
+
+def run_worker_process(cmd, what, **env):
+    """Run a benchmark worker in a fresh process and return the dict it
+    prints on its `RESULT ` line (shared by the benchmark scripts)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
     sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
-    raise RuntimeError(f"worker failed: {peer} {workload} jit={jit}")
+    raise RuntimeError(f"worker failed: {what}")
+
+
+def write_results(out, report, payload):
+    """Write the markdown report to `out` and `payload` next to it as JSON."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        f.write(report)
+    with open(os.path.splitext(out)[0] + ".json", "w") as f:
+        json.dump(payload, f, indent=1)
+    print(f"written to {out}", file=sys.stderr)
 
 
 def _environment():
@@ -559,12 +575,7 @@ def main(argv=None):
             "results",
             f"{env['date']}-cpu-{env['backend']}-jit-{args.jit}.md",
         )
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with open(out, "w") as f:
-            f.write(report)
-        with open(os.path.splitext(out)[0] + ".json", "w") as f:
-            json.dump({"environment": env, "rows": rows}, f, indent=1)
-        print(f"written to {out}", file=sys.stderr)
+        write_results(out, report, {"environment": env, "rows": rows})
     return 0
 
 

@@ -29,12 +29,13 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_convrnn import _environment  # noqa: E402
+from bench_convrnn import run_worker_process  # noqa: E402
+from bench_convrnn import write_results  # noqa: E402
 
 BATCH = 2
 CHANNELS = 4
@@ -158,13 +159,9 @@ def _spawn(peer, steps, side, train_steps):
         "--shape",
         f"{BATCH},{CHANNELS},{FILTERS}",
     ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
-    raise RuntimeError(f"worker failed: {peer} steps={steps} side={side}")
+    return run_worker_process(
+        cmd, f"{peer} steps={steps} side={side}", KERAS_BACKEND="tensorflow"
+    )
 
 
 # --------------------------------------------------------------------------
@@ -361,14 +358,9 @@ def main(argv=None):
             "results",
             f"{env['date']}-memory-cpu-{env['backend']}.md",
         )
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with open(out, "w") as f:
-            f.write(report)
-        with open(os.path.splitext(out)[0] + ".json", "w") as f:
-            json.dump(
-                {"environment": env, "rows": rows, "fits": fits}, f, indent=1
-            )
-        print(f"written to {out}", file=sys.stderr)
+        write_results(
+            out, report, {"environment": env, "rows": rows, "fits": fits}
+        )
     return 0
 
 

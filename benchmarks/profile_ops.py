@@ -20,7 +20,6 @@ import datetime
 import glob
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -173,13 +172,9 @@ def _spawn(peer, workload, steps):
         "--steps",
         str(steps),
     ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
-    raise RuntimeError(f"worker failed: {peer} {workload}")
+    return bench_convrnn.run_worker_process(
+        cmd, f"{peer} {workload}", KERAS_BACKEND="tensorflow"
+    )
 
 
 def markdown(results):
@@ -234,20 +229,14 @@ def main():
             print(f"{workload} {peer}: {result['wall_ms']:.1f} ms")
     table = markdown(results)
     print(table)
-    os.makedirs(args.out, exist_ok=True)
     stamp = datetime.date.today().isoformat()
-    with open(os.path.join(args.out, "profile-cpu-tensorflow.md"), "w") as f:
-        f.write(
-            f"# Training-step time per op kind, TensorFlow CPU ({stamp})\n\n"
-            "Summed executor time per op kind, ms per training step "
-            "(benchmarks/profile_ops.py).\n\n" + table
-        )
-    with open(os.path.join(args.out, "profile-cpu-tensorflow.json"), "w") as f:
-        json.dump(
-            [{"workload": w, "peer": p, **r} for (w, p), r in results.items()],
-            f,
-            indent=1,
-        )
+    bench_convrnn.write_results(
+        os.path.join(args.out, "profile-cpu-tensorflow.md"),
+        f"# Training-step time per op kind, TensorFlow CPU ({stamp})\n\n"
+        "Summed executor time per op kind, ms per training step "
+        "(benchmarks/profile_ops.py).\n\n" + table,
+        [{"workload": w, "peer": p, **r} for (w, p), r in results.items()],
+    )
 
 
 if __name__ == "__main__":
