@@ -15,6 +15,8 @@ from keras_convgru.conv_lstm import ConvLSTM3D
 from keras_convgru.conv_lstm import ConvLSTM3DCell
 from keras_convgru.conv_lstm import ConvLSTMCell
 from keras_convgru.conv_rnn import ConvRNN
+from keras_convgru.traj_gru import TrajGRU2D
+from keras_convgru.traj_gru import TrajGRU2DCell
 
 __version__ = "0.1.0"
 
@@ -34,5 +36,7 @@ __all__ = [
     "ConvLSTM1D",
     "ConvLSTM2D",
     "ConvLSTM3D",
+    "TrajGRU2DCell",
+    "TrajGRU2D",
     "__version__",
 ]
