@@ -16,6 +16,21 @@ Also two settings of the suite as a whole:
   only (TensorFlow is the default and reference backend) and deselected,
   not skipped, in the others. `KC_TENSORFLOW_SESSION_TESTS=1` collects
   them in any session.
+
+And one check of the session itself: TensorFlow's CPU path. On x86 CPUs
+with AVX-512 (VNNI, BF16, AMX) TensorFlow turns on its oneDNN path by
+default; `TF_ENABLE_ONEDNN_OPTS=0|1` picks it, and the convolutions then
+run different kernels (`_MklNativeConv2D` instead of `Conv2D` in a
+profile) with different rounding. CI runs the TensorFlow suite on both
+paths; `make` sets `KC_EXPECT_ONEDNN=1|0` beside `TF_ENABLE_ONEDNN_OPTS`,
+and when it is set the session stops before collecting anything unless
+TensorFlow reports that path as the active one. The probe is TensorFlow's
+own runtime check, `IsMklEnabled()` from
+`tensorflow.python.util._pywrap_util_port` (what TensorFlow's test
+utilities use to pick oneDNN expectations): it reads
+`TF_ENABLE_ONEDNN_OPTS` and the CPU the way TensorFlow's kernels do, and
+on an AVX-512 machine it is True unset, True with `=1` and False with
+`=0` (checked on TensorFlow 2.18.1 and 2.21.0).
 """
 
 import os
@@ -55,6 +70,35 @@ def pytest_configure(config):
         "(its own subprocesses cover the other backends); "
         "KC_TENSORFLOW_SESSION_TESTS=1 collects it in every session",
     )
+    _check_tensorflow_cpu_path()
+
+
+EXPECT_ONEDNN = "KC_EXPECT_ONEDNN"
+
+
+def tensorflow_onednn_enabled():
+    """Whether TensorFlow runs its oneDNN CPU path in this process."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def _check_tensorflow_cpu_path():
+    expected = os.environ.get(EXPECT_ONEDNN)
+    if expected is None:
+        return
+    if expected not in ("0", "1"):
+        raise pytest.UsageError(
+            f"{EXPECT_ONEDNN} must be 0 or 1, got {expected!r}"
+        )
+    active = tensorflow_onednn_enabled()
+    if active != (expected == "1"):
+        raise pytest.UsageError(
+            f"{EXPECT_ONEDNN}={expected} but TensorFlow's oneDNN CPU path "
+            f"is {'on' if active else 'off'} (TF_ENABLE_ONEDNN_OPTS="
+            f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS', '<unset>')!s}); "
+            "this session would test the other path"
+        )
 
 
 def _collects_tensorflow_session_tests():
@@ -77,12 +121,23 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_report_header(config):
+    lines = []
     if _collects_tensorflow_session_tests():
-        return f"{ONCE} tests: collected"
-    return (
-        f"{ONCE} tests: deselected on the {keras.backend.backend()} "
-        "backend (they run once, in the tensorflow session)"
-    )
+        lines.append(f"{ONCE} tests: collected")
+    else:
+        lines.append(
+            f"{ONCE} tests: deselected on the {keras.backend.backend()} "
+            "backend (they run once, in the tensorflow session)"
+        )
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        path = "oneDNN" if tensorflow_onednn_enabled() else "Eigen (no oneDNN)"
+        lines.append(
+            f"keras {keras.__version__}, tensorflow {tf.__version__}, "
+            f"CPU path: {path}"
+        )
+    return lines
 
 
 @pytest.fixture
