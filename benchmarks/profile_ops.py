@@ -6,7 +6,10 @@ TensorFlow's profiler and sums the executor's time per op kind
 splits and concatenations, ...), per training step. Each peer runs in its
 own process. The op times are summed over TensorFlow's inter-op threads,
 so a row's total can exceed the wall time when ops overlap; the wall time
-is the median of the profiled steps.
+is the median of the profiled steps. With TensorFlow's oneDNN CPU path on
+(`TF_ENABLE_ONEDNN_OPTS=1`, its default on CPUs with AVX-512) ops run under
+oneDNN's names (`_MklNativeConv2D`, ...); they count as the ops they stand
+for, and every result says which path ran (`onednn`).
 
 Usage (TensorFlow backend only):
     python benchmarks/profile_ops.py
@@ -29,10 +32,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_convrnn  # noqa: E402
 
 CATEGORIES = [
-    # (category, op types); anything unlisted is "other".
-    ("conv forward", {"Conv2D", "_FusedConv2D"}),
+    # (category, op types); anything unlisted is "other". oneDNN's names
+    # are mapped to these by `_base_op_type`.
+    (
+        "conv forward",
+        {"Conv2D", "_FusedConv2D", "_PadWithConv2D", "_PadWithFusedConv2D"},
+    ),
     ("conv grad wrt input", {"Conv2DBackpropInput"}),
-    ("conv grad wrt kernel", {"Conv2DBackpropFilter"}),
+    (
+        "conv grad wrt kernel",
+        # oneDNN fuses the bias gradient into the kernel gradient.
+        {"Conv2DBackpropFilter", "Conv2DBackpropFilterWithBias"},
+    ),
     (
         "gate math",
         {
@@ -100,11 +111,40 @@ CONTAINERS = {
 }
 
 
+# With oneDNN on (TF_ENABLE_ONEDNN_OPTS=1, TensorFlow's default on x86 CPUs
+# with AVX-512) TensorFlow's graph rewrite runs ops under oneDNN names:
+# `_MklNativeConv2D`, `_MklNativeFusedConv2D` (convolution + bias add),
+# `_MklNativeConv2DBackpropInput`, `_MklNativeConv2DBackpropFilter`,
+# `_MklNativeConv2DBackpropFilterWithBias` (+ the bias gradient),
+# `_MklTranspose`, ... (seen in profiles on TensorFlow 2.21).
+ONEDNN_PREFIXES = ("_MklNative", "_Mkl")
+
+
+def _base_op_type(op_type):
+    """The TensorFlow op a oneDNN op stands for (`_MklNativeConv2D` ->
+    `Conv2D`, `_MklNativeFusedConv2D` -> `_FusedConv2D`); others as is."""
+    for prefix in ONEDNN_PREFIXES:
+        if op_type.startswith(prefix):
+            base = op_type[len(prefix) :]
+            # TensorFlow's own fused ops are internal, "_"-prefixed ones.
+            if base.startswith(("Fused", "PadWith")):
+                base = "_" + base
+            return base
+    return op_type
+
+
 def _category(op_type):
+    base = _base_op_type(op_type)
     for name, types in CATEGORIES:
-        if op_type in types:
+        if base in types:
             return name
     return "other"
+
+
+def _onednn_enabled():
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def run_worker(peer, workload, steps):
@@ -138,6 +178,7 @@ def run_worker(peer, workload, steps):
             space.ParseFromString(f.read())
     time_ms = collections.Counter()
     count = collections.Counter()
+    other_ms = collections.Counter()
     for plane in space.planes:
         for line in plane.lines:
             for event in line.events:
@@ -150,13 +191,19 @@ def run_worker(peer, workload, steps):
                 if op_type.startswith("__") or op_type in CONTAINERS:
                     continue
                 category = _category(op_type)
-                time_ms[category] += event.duration_ps / 1e9 / steps
+                ms = event.duration_ps / 1e9 / steps
+                time_ms[category] += ms
                 count[category] += 1 / steps
+                if category == "other":
+                    other_ms[op_type] += ms
     walls.sort()
     return {
         "wall_ms": 1000 * walls[len(walls) // 2],
+        "onednn": _onednn_enabled(),
         "op_ms": dict(time_ms),
         "op_count": dict(count),
+        # What "other" is made of, by op type as the profiler names it.
+        "other_op_ms": dict(other_ms.most_common()),
     }
 
 
@@ -230,11 +277,13 @@ def main():
     table = markdown(results)
     print(table)
     stamp = datetime.date.today().isoformat()
+    paths = {r["onednn"] for r in results.values()}
+    path = " / ".join("oneDNN on" if p else "oneDNN off" for p in paths)
     bench_convrnn.write_results(
         os.path.join(args.out, "profile-cpu-tensorflow.md"),
         f"# Training-step time per op kind, TensorFlow CPU ({stamp})\n\n"
         "Summed executor time per op kind, ms per training step "
-        "(benchmarks/profile_ops.py).\n\n" + table,
+        f"(benchmarks/profile_ops.py), {path}.\n\n" + table,
         [{"workload": w, "peer": p, **r} for (w, p), r in results.items()],
     )
 

@@ -7,6 +7,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import bench_convrnn  # noqa: E402
+import profile_ops  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "..", "benchmarks", "bench_convrnn.py")
@@ -65,11 +66,37 @@ def test_op_profile_smoke_run_finds_the_convolutions(tmp_path):
     with open(tmp_path / "profile-cpu-tensorflow.json") as f:
         results = json.load(f)
     assert [r["peer"] for r in results] == ["kc.ConvGRU2D", "keras.ConvLSTM2D"]
+    expected_onednn = os.environ.get("KC_EXPECT_ONEDNN")
     for result in results:
         ms = result["op_ms"]
         assert ms["conv forward"] > 0, result
+        assert ms["conv grad wrt input"] > 0, result
         assert ms["conv grad wrt kernel"] > 0, result
         assert result["wall_ms"] > 0
+        # Every convolution is counted as one, under either CPU path.
+        unmapped = [op for op in result["other_op_ms"] if "Conv" in op]
+        assert not unmapped, result
+        if expected_onednn is not None:
+            assert result["onednn"] == (expected_onednn == "1"), result
+
+
+def test_op_profile_maps_onednn_op_names_to_the_ops_they_stand_for():
+    # Names from TensorFlow 2.21 profiles with TF_ENABLE_ONEDNN_OPTS=1.
+    assert profile_ops._category("_MklNativeConv2D") == "conv forward"
+    assert profile_ops._category("_MklNativeFusedConv2D") == "conv forward"
+    assert profile_ops._category("_FusedConv2D") == "conv forward"
+    assert (
+        profile_ops._category("_MklNativeConv2DBackpropInput")
+        == "conv grad wrt input"
+    )
+    for name in (
+        "_MklNativeConv2DBackpropFilter",
+        "_MklNativeConv2DBackpropFilterWithBias",
+        "Conv2DBackpropFilter",
+    ):
+        assert profile_ops._category(name) == "conv grad wrt kernel", name
+    assert profile_ops._category("_MklTranspose") == "transpose / reshape"
+    assert profile_ops._category("AssignVariableOp") == "other"
 
 
 def test_a_peer_row_is_its_median_round_with_every_round_and_peak_memory():
