@@ -7,11 +7,12 @@ state, dropout masks and the initial state. The families only supply their
 gate count, their bias layout and the gate math (`recurrent_step`).
 """
 
-import contextlib
 import numbers
 
 import keras
 from keras import ops
+
+from keras_convgru._keras_internals import DropoutRNNCell
 
 _PADDINGS = ("valid", "same")
 _DATA_FORMATS = ("channels_last", "channels_first")
@@ -138,21 +139,24 @@ def conv_output_length(length, kernel_size, stride, padding, dilation):
 # --------------------------------------------------------------------------
 
 
-class ConvRNNCellBase(keras.layers.Layer):
+class ConvRNNCellBase(keras.layers.Layer, DropoutRNNCell):
     """Machinery shared by the ConvGRU and ConvLSTM cells (not public).
 
-    A cell is two parts:
+    A cell is two pure functions of their arguments and the weights:
 
-    * `input_projection(inputs)`: the input-to-state convolution of *all*
-      gates at once (one convolution with `gate_count * filters` output
-      channels), plus the input bias. It does not depend on the state, so
-      `ConvRNN` can run it once over every time step before the time loop.
-    * `recurrent_step(projection, states)`: the state-to-state convolution
-      (fused over gates as well) and the gate math, the only work left
-      inside the loop.
+    * `input_projection(inputs)`: the input-to-state convolution of all
+      gates at once (`projection_channels` output channels), plus the input
+      bias. It does not depend on the state, so `ConvRNN` can run it once
+      over every time step before the time loop.
+    * `recurrent_step(projection, states, recurrent_dropout_mask=None)`:
+      the state-to-state convolution and the gate math, the only work left
+      inside the loop. The recurrent dropout mask, when there is one, is an
+      argument like the others.
 
-    `call(inputs, states)` composes the two, which is what a plain
-    `keras.layers.RNN` steps through.
+    `ConvRNN` drives these two itself, with dropout masks it draws once per
+    sequence before its loop. `call(inputs, states, training)` composes
+    them for a plain `keras.layers.RNN`, which draws the masks once per
+    sequence through Keras's `DropoutRNNCell` (see `_keras_internals`).
     """
 
     # Number of gates fused into the convolutions (GRU: 3, LSTM: 4).
@@ -200,7 +204,9 @@ class ConvRNNCellBase(keras.layers.Layer):
         )
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise ValueError(
-                "`strides > 1` is not compatible with `dilation_rate > 1`. "
+                "Specifying `strides > 1` is not compatible with "
+                "`dilation_rate > 1`. Please provide `strides=1` or "
+                "`dilation_rate=1`. "
                 f"Received: strides={self.strides} and "
                 f"dilation_rate={self.dilation_rate}"
             )
@@ -237,11 +243,6 @@ class ConvRNNCellBase(keras.layers.Layer):
 
         self.input_channels = None
         self.input_spatial_shape = (None,) * self.rank
-        # Set by ConvRNN while it steps a sequence whose input projection it
-        # has already computed; see `stepping_sequence`.
-        self._inputs_are_projected = False
-        self._input_dropout_mask = None
-        self._recurrent_dropout_mask = None
 
     # -- layout --------------------------------------------------------------
 
@@ -276,6 +277,12 @@ class ConvRNNCellBase(keras.layers.Layer):
                 self.dilation_rate,
             )
         )
+
+    def _masked_state(self, state, recurrent_dropout_mask):
+        """The state that enters the state-to-state convolution."""
+        if recurrent_dropout_mask is None:
+            return state
+        return state * recurrent_dropout_mask
 
     def _check_frame_size(self, spatial, where):
         """A `valid` kernel larger than a (static) frame is an error."""
@@ -413,91 +420,96 @@ class ConvRNNCellBase(keras.layers.Layer):
     def _convolve(self, x, kernel, strides, padding, dilation_rate=1):
         """`ops.conv` in the cell's data format, on every backend.
 
-        TensorFlow's CPU convolutions take channels-first tensors only
-        where oneDNN is enabled (it is off by default on CPUs without
-        AVX-512), and there a channels-first convolution fails from inside
-        the kernel. On that backend a channels-first cell transposes to
-        channels last around the convolution, which is correct on any
-        device; JAX and PyTorch convolve channels first natively.
+        Two TensorFlow CPU quirks are handled here, once for every
+        convolution of the package:
+
+        * Without oneDNN (the default on CPUs without AVX-512),
+          TensorFlow's CPU convolutions take channels-last tensors only;
+          a channels-first cell transposes around the convolution there,
+          which is correct on any device. JAX and PyTorch convolve
+          channels first natively.
+        * With oneDNN, a convolution of an empty batch returns the input's
+          channel count instead of the kernel's (`(0, 5, 5, 2)` for a
+          2 -> 6 channel kernel). The result is reshaped to the size the
+          convolution has by definition, which is free for every other
+          batch (the shape is the same).
         """
-        if (
-            self.data_format == "channels_first"
-            and keras.backend.backend() == "tensorflow"
-        ):
+        tensorflow = keras.backend.backend() == "tensorflow"
+        data_format = self.data_format
+        if tensorflow and data_format == "channels_first":
             rank = self.rank
-            to_last = (0, *range(2, rank + 2), 1)
-            to_first = (0, rank + 1, *range(1, rank + 1))
-            y = ops.conv(
-                ops.transpose(x, to_last),
-                kernel,
-                strides=strides,
-                padding=padding,
-                data_format="channels_last",
-                dilation_rate=dilation_rate,
-            )
-            return ops.transpose(y, to_first)
-        return ops.conv(
+            x = ops.transpose(x, (0, *range(2, rank + 2), 1))
+            data_format = "channels_last"
+        y = ops.conv(
             x,
             kernel,
             strides=strides,
             padding=padding,
-            data_format=self.data_format,
+            data_format=data_format,
             dilation_rate=dilation_rate,
         )
+        if not tensorflow:
+            return y
+        strides = standardize_tuple(strides, self.rank, "strides")
+        dilation_rate = standardize_tuple(
+            dilation_rate, self.rank, "dilation_rate"
+        )
+        in_shape = ops.shape(x)
+        out_spatial = [
+            conv_output_length(n, k, s, padding, d)
+            for n, k, s, d in zip(
+                in_shape[1:-1], kernel.shape[:-2], strides, dilation_rate
+            )
+        ]
+        y = ops.reshape(y, (-1, *out_spatial, kernel.shape[-1]))
+        if self.data_format == "channels_first":
+            y = ops.transpose(y, (0, self.rank + 1, *range(1, self.rank + 1)))
+        return y
 
     def split_gates(self, x, count=None):
         return ops.split(x, count or self.gate_count, axis=self.channel_axis)
 
-    def recurrent_step(self, projection, states, training=False):
-        """One time step given the input projection; see the subclasses."""
+    @property
+    def projection_channels(self):
+        """Channels of `input_projection`'s output (all gates)."""
+        return self.gate_count * self.filters
+
+    def recurrent_step(self, projection, states, recurrent_dropout_mask=None):
+        """One time step given the input projection; see the subclasses.
+
+        Args:
+            projection: `input_projection` of this step's frame.
+            states: the list of state tensors before the step.
+            recurrent_dropout_mask: `None`, or a scaled Bernoulli mask
+                shaped like the first state, multiplied into the state
+                that enters the state-to-state convolution.
+
+        Returns:
+            `(output, new_states)`.
+        """
         raise NotImplementedError
 
-    def _state_for_recurrent_conv(self, h_tm1, training):
-        """`h_tm1` with recurrent dropout applied (training only)."""
-        if not training or not 0.0 < self.recurrent_dropout < 1.0:
-            return h_tm1
-        mask = self._recurrent_dropout_mask
-        if mask is None:
-            # Stepped by a plain keras.layers.RNN: a fresh mask per step.
-            mask = self.dropout_mask(ops.shape(h_tm1), self.recurrent_dropout)
-        return h_tm1 * mask
-
     def call(self, inputs, states, training=False):
-        if self._inputs_are_projected:
-            projection = inputs
-        else:
-            if training and 0.0 < self.dropout < 1.0:
-                mask = self._input_dropout_mask
-                if mask is None:
-                    # Stepped by a plain keras.layers.RNN: a mask per step.
-                    mask = self.dropout_mask(ops.shape(inputs), self.dropout)
-                inputs = inputs * mask
-            projection = self.input_projection(inputs)
-        return self.recurrent_step(projection, states, training=training)
+        """One step of a plain `keras.layers.RNN`: a raw frame in.
 
-    @contextlib.contextmanager
-    def stepping_sequence(
-        self,
-        inputs_are_projected,
-        input_dropout_mask=None,
-        recurrent_dropout_mask=None,
-    ):
-        """How `call` treats its inputs while `ConvRNN` steps a sequence.
-
-        With `inputs_are_projected`, `call` receives input projections
-        (`ConvRNN` computed them for every time step in one convolution
-        before its loop) instead of raw frames. The dropout masks, drawn
-        once per sequence by `ConvRNN`, are shared by all steps.
+        The dropout masks come from Keras's `DropoutRNNCell`, which
+        `keras.layers.RNN` fills once per sequence before its loop (one
+        mask for all gates, as for the input projection's fused
+        convolution).
         """
-        self._inputs_are_projected = inputs_are_projected
-        self._input_dropout_mask = input_dropout_mask
-        self._recurrent_dropout_mask = recurrent_dropout_mask
-        try:
-            yield
-        finally:
-            self._inputs_are_projected = False
-            self._input_dropout_mask = None
-            self._recurrent_dropout_mask = None
+        if training and 0.0 < self.dropout < 1.0:
+            inputs = inputs * self.get_dropout_mask(inputs)
+        recurrent_dropout_mask = None
+        if training and 0.0 < self.recurrent_dropout < 1.0:
+            first_state = keras.tree.flatten(states)[0]
+            recurrent_dropout_mask = self.get_recurrent_dropout_mask(
+                first_state
+            )
+        return self.recurrent_step(
+            self.input_projection(inputs),
+            states,
+            recurrent_dropout_mask=recurrent_dropout_mask,
+        )
 
     # -- dropout and states --------------------------------------------------
 

@@ -33,11 +33,12 @@ COMMON_CELL_ARGS = """
         kernel_constraint: constraint of `kernel`.
         recurrent_constraint: constraint of `recurrent_kernel`.
         bias_constraint: constraint of `bias`.
-        dropout: float in [0, 1], fraction of the input channels dropped
-            for the input-to-state convolution (training only; one mask per
-            sequence).
+        dropout: float in [0, 1], fraction of the input dropped for the
+            input-to-state convolution (training only; one mask per
+            sequence, shared by all gates).
         recurrent_dropout: float in [0, 1], fraction of the state dropped
-            for the state-to-state convolution (training only).
+            for the state-to-state convolution (training only; one mask
+            per sequence, shared by all gates).
         seed: int, random seed for dropout."""
 
 LAYER_ARGS = """
@@ -116,9 +117,10 @@ def layer_doc(family, rank, math, family_args, state_names, intro):
     return f"""{rank}D convolutional {family} layer.
 {intro}
     The layer is `keras_convgru.ConvRNN` around a `{family}{rank}DCell`. A
-    step runs one input-to-state and one state-to-state convolution for all
-    gates; when a step is small, the input-to-state convolution of all time
-    steps runs once, before the time loop. Frame sizes may be unknown
+    step runs the gates fused, in one input-to-state convolution and one
+    state-to-state convolution (two for a GRU with `reset_after=False`);
+    when a step is small, the input-to-state convolution of all time steps
+    runs once, before the time loop. Frame sizes may be unknown
     (`keras.Input((None, {none_frames}, channels))`).
 {math}
     Args:{COMMON_CELL_ARGS.format(rank=rank)}{family_args}{LAYER_ARGS}

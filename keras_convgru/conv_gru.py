@@ -33,8 +33,10 @@ _GRU_MATH = """
     The input-to-state convolutions `W* x` use `strides`, `padding` and
     `dilation_rate`; the state-to-state convolutions `U* h` always use
     stride 1 and `"same"` padding. The three gates' convolutions are fused:
-    one convolution with `3 * filters` output channels for the input, one
-    for the state.
+    one convolution with `3 * filters` output channels for the input and,
+    with `reset_after=True`, one for the state; with `reset_after=False`
+    the state needs two (`2 * filters` channels on `h` for z and r, then
+    `filters` channels on `r ⊙ h`).
 
     Weights, as `keras.layers.GRU`'s with convolution kernels:
 
@@ -119,9 +121,9 @@ class ConvGRUCell(ConvRNNCellBase):
             return None
         return self.bias[0] if self.reset_after else self.bias
 
-    def recurrent_step(self, projection, states, training=False):
+    def recurrent_step(self, projection, states, recurrent_dropout_mask=None):
         h_tm1 = states[0] if keras.tree.is_nested(states) else states
-        h_conv_input = self._state_for_recurrent_conv(h_tm1, training)
+        h_conv_input = self._masked_state(h_tm1, recurrent_dropout_mask)
         # z and r are computed together: one add and one activation over
         # 2 * filters channels (fewer, larger ops inside the time loop).
         zr = [2 * self.filters]

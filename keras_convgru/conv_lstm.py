@@ -123,9 +123,9 @@ class ConvLSTMCell(ConvRNNCellBase):
 
         return bias_initializer
 
-    def recurrent_step(self, projection, states, training=False):
+    def recurrent_step(self, projection, states, recurrent_dropout_mask=None):
         h_tm1, c_tm1 = states
-        h_conv_input = self._state_for_recurrent_conv(h_tm1, training)
+        h_conv_input = self._masked_state(h_tm1, recurrent_dropout_mask)
         recurrent = self.recurrent_conv(h_conv_input, self.recurrent_kernel)
         # Sum before splitting: one split of the fused gates per step (a
         # split along the channels copies the data).

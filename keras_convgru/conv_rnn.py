@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_convgru._conv_base import ConvRNNCellBase
 from keras_convgru._conv_base import _is_int
+from keras_convgru._keras_internals import rnn as backend_rnn
 
 
 def _cells_of(cell):
@@ -48,13 +49,22 @@ class ConvRNN(keras.layers.RNN):
     next cell steps the previous cell's `output_t`, and `output_t` is the
     last cell's.
 
-    For the keras_convgru cells it runs all gates as one input-to-state
-    and one state-to-state convolution per step, and when a step is small
-    it moves the input-to-state convolution out of the time loop: the
-    input projection of all time steps is one convolution over
-    `(batch * time, ...)` frames, and the loop only runs the
-    state-to-state convolution and the gate math. The result is identical
-    to stepping the cell with `keras.layers.RNN`.
+    For the keras_convgru cells it runs the gates fused (one input-to-state
+    convolution per step, and one state-to-state convolution, two for a
+    GRU with `reset_after=False`), draws the dropout masks once per
+    sequence before the loop and passes them to every step, and when a
+    step is small it moves the input-to-state convolution out of the time
+    loop (see `hoists_input_projection`): the input projection of all time
+    steps is one convolution over `(batch * time, ...)` frames, and the
+    loop only runs the state-to-state convolution and the gate math. The
+    result is identical to stepping the cell with `keras.layers.RNN`.
+
+    Masks: a `(batch, time)` mask, given as `mask=` or propagated from an
+    earlier layer such as `keras.layers.Masking`, makes a masked step carry
+    the states forward. `Masking` gives frames a per-pixel mask
+    `(batch, time, *spatial)`; a step is masked when every pixel of its
+    frame is. The layer passes the `(batch, time)` mask on with
+    `return_sequences=True`.
 
     A cell usable here follows the `keras.layers.RNN` cell protocol and also
     has `compute_output_shape(step_input_shape)` returning
@@ -164,6 +174,9 @@ class ConvRNN(keras.layers.RNN):
             zero_output_for_mask=zero_output_for_mask,
             **kwargs,
         )
+        # Keras 3.16's RNN.__init__ no longer declares masking support;
+        # this layer consumes a `(batch, time)` mask and passes it on.
+        self.supports_masking = True
         self.rank = ranks.pop()
         if self.rank is not None:
             self.input_spec = keras.layers.InputSpec(ndim=self.rank + 3)
@@ -175,45 +188,61 @@ class ConvRNN(keras.layers.RNN):
     def _cells(self):
         return _cells_of(self.cell)
 
-    # Largest input projection of one time step, in elements, that is
-    # computed for all steps before the loop. Hoisting saves a convolution
-    # launch per step, which dominates when the frames are small; for
-    # large frames it only moves a (batch, time, ..., gates * filters)
-    # tensor through memory several times (transposed, unstacked and
-    # stacked again by the loop and its gradient), while a per-step
-    # convolution keeps its working set in cache. Measured on the CPU in
-    # docs/performance.md.
-    _max_hoisted_step_elements = 2**17
+    #: Largest input projection of one sample's time step, in elements
+    #: (`projection_channels` times the state's pixels), that `ConvRNN`
+    #: computes for all time steps before its loop; see
+    #: `hoists_input_projection`. Set it on a layer (or the class) to 0 to
+    #: never hoist, or to a large number to always hoist.
+    max_hoisted_step_elements = 2**15
 
-    def _steps_own_cell(self):
-        """True for a single keras_convgru cell whose `call` is the base one.
+    def _steps_own_cells(self):
+        """True when every cell is a keras_convgru cell with the base `call`.
 
-        ConvRNN then draws dropout masks once per sequence and may hoist the
-        input projection. A subclass that overrides `call` is stepped as it
-        is, by `keras.layers.RNN`.
+        ConvRNN then drives the cells' step functions itself: it draws the
+        dropout masks once per sequence and may hoist the first cell's
+        input projection. Other cells (or a subclass that overrides
+        `call`) are stepped as they are, by `keras.layers.RNN`.
         """
-        cell = self.cell
-        return (
+        return all(
             isinstance(cell, ConvRNNCellBase)
             and type(cell).call is ConvRNNCellBase.call
+            for cell in self._cells
         )
 
-    def _hoists_input_projection(self, sequences):
-        """Whether to compute the input projection before the time loop.
+    def hoists_input_projection(self, sequences_shape):
+        """Whether `call` computes the input projection before the loop.
 
-        Decided from the static shape: yes when one step's projection has
-        at most `_max_hoisted_step_elements` elements, or when its size is
-        unknown until run time.
+        The input-to-state convolution does not depend on the state, so for
+        all time steps it can run as one convolution over `batch * time`
+        frames before the time loop; the loop then runs only the
+        state-to-state convolution and the gate math. That saves a
+        convolution launch per step, which dominates when the frames are
+        small; for large frames it only moves a `(batch, time, ...,
+        projection_channels)` tensor through memory several more times.
+
+        The decision is per sample, so that `fit`, `predict` and
+        `train_on_batch` (a known or unknown batch size) take the same
+        path: hoist when one sample's projection of one step has at most
+        `max_hoisted_step_elements` elements, or when the frame size is
+        unknown until run time. Only the first cell of a stack is hoisted
+        (the others step the previous cell's output). Both paths compute
+        the same numbers.
+
+        Args:
+            sequences_shape: the input shape `(batch, time, ...)`.
+
+        Returns:
+            bool, or `False` for cells that `ConvRNN` does not drive itself.
         """
-        cell = self.cell
-        step_shape = (sequences.shape[0],) + tuple(sequences.shape[2:])
-        state_shape = cell.state_shape(step_shape[0], cell._spatial(step_shape))
-        # Unknown (None) or symbolic (e.g. a JAX export's batch) sizes are
-        # only known at run time.
-        if not all(_is_int(n) for n in state_shape):
+        if not self._steps_own_cells():
+            return False
+        cell = self._cells[0]
+        step_shape = (1,) + tuple(sequences_shape[2:])
+        spatial = cell.state_spatial_shape(cell._spatial(step_shape))
+        if not all(_is_int(n) for n in spatial):
             return True
-        elements = cell.gate_count * math.prod(state_shape)
-        return elements <= self._max_hoisted_step_elements
+        elements = cell.projection_channels * math.prod(spatial)
+        return elements <= self.max_hoisted_step_elements
 
     def _state_shapes(self, step_shape):
         """Per cell, the shapes of its states, and the output shape."""
@@ -371,10 +400,20 @@ class ConvRNN(keras.layers.RNN):
             )
 
     def _check_held_states(self, sequences):
-        """A stateful layer continues only on frames of the size it holds
-        states for (keras.layers.RNN checks the batch size itself)."""
+        """A stateful layer continues only on batches and frames of the
+        size it holds states for (the batch-size message is Keras's)."""
         if self.states is None:
             return
+        held_batch = keras.tree.flatten(self.states)[0].shape[0]
+        batch = sequences.shape[0]
+        if batch is not None and held_batch is not None and batch != held_batch:
+            raise ValueError(
+                "If an RNN is stateful, the batch size of the input "
+                "sequences must be the same as the batch size of the "
+                "initial state. \n"
+                f"- Expected batch size: {held_batch}\n"
+                f"- Received batch size: {batch}"
+            )
         step_shape = (sequences.shape[0],) + tuple(sequences.shape[2:])
         _, per_cell_shapes = self._state_shapes(step_shape)
         needed = [s for shapes in per_cell_shapes for s in shapes]
@@ -426,67 +465,155 @@ class ConvRNN(keras.layers.RNN):
             initial_state = self._zero_initial_state(sequences)
 
         if mask is not None:
-            mask = self._broadcastable_mask(mask)
-
-        if not self._steps_own_cell():
-            return super().call(
-                sequences,
-                initial_state=initial_state,
-                mask=mask,
-                training=training,
-            )
-
-        cell = self.cell
-        input_mask = None
-        if training and 0.0 < cell.dropout < 1.0:
-            # One mask per sequence, shared by all steps (as Keras's RNNs).
-            noise_shape = list(ops.shape(sequences))
-            noise_shape[1] = 1
-            input_mask = cell.dropout_mask(noise_shape, cell.dropout)
-        recurrent_mask = None
-        if training and 0.0 < cell.recurrent_dropout < 1.0:
             states = self.states if initial_state is None else initial_state
-            recurrent_mask = cell.dropout_mask(
-                ops.shape(keras.tree.flatten(states)[0]),
-                cell.recurrent_dropout,
-            )
+            state_ndim = len(keras.tree.flatten(states)[0].shape)
+            mask = self._broadcastable_mask(mask, state_ndim)
 
-        if self._hoists_input_projection(sequences):
-            if input_mask is not None:
-                sequences = sequences * input_mask
-            sequences = self._project_all_steps(sequences)
-            context = cell.stepping_sequence(True, None, recurrent_mask)
-        else:
-            if input_mask is not None:
-                input_mask = input_mask[:, 0]
-            context = cell.stepping_sequence(False, input_mask, recurrent_mask)
-        with context:
+        if not self._steps_own_cells():
             return super().call(
                 sequences,
                 initial_state=initial_state,
                 mask=mask,
                 training=training,
             )
+        return self._step_own_cells(sequences, initial_state, mask, training)
 
-    def _broadcastable_mask(self, mask):
-        """`(batch, time)` -> `(batch, time, 1, ..., 1)`.
+    def _step_own_cells(self, sequences, initial_state, mask, training):
+        """`keras.layers.RNN.call` for keras_convgru cells, without state.
+
+        What a time step reads is an argument of the step function: the
+        input projections (computed here, before the loop, when hoisting)
+        and the dropout masks (drawn here, once per sequence). Nothing is
+        set on the cells around the loop, so a step computes the same
+        thing however often it runs (rematerialization, checkpointing).
+        """
+        if self.unroll and sequences.shape[1] is None:
+            raise ValueError(
+                f"Layer '{self.name}' has `unroll=True`, which needs a "
+                "fixed number of time steps. Received: input shape="
+                f"{tuple(sequences.shape)}"
+            )
+        if initial_state is None:  # stateful: continue from the held states
+            initial_state = self.states
+        initial_state = keras.tree.map_structure(
+            lambda state: ops.cast(state, self.compute_dtype), initial_state
+        )
+        cells = self._cells
+        input_masks, recurrent_masks = self._dropout_masks(sequences, training)
+        hoisted = self.hoists_input_projection(tuple(sequences.shape))
+        if hoisted:
+            if input_masks[0] is not None:
+                sequences = sequences * ops.expand_dims(input_masks[0], 1)
+            sequences = self._project_all_steps(sequences)
+        stacked = isinstance(self.cell, keras.layers.StackedRNNCells)
+        copy_states = keras.backend.backend() == "torch" and self.stateful
+
+        def step(inputs, states):
+            if copy_states:
+                # As keras.layers.RNN: no in-place update of a tensor that
+                # autograd still needs.
+                states = keras.tree.map_structure(ops.copy, states)
+            per_cell = states if stacked else [states]
+            x, new_states = inputs, []
+            for i, cell in enumerate(cells):
+                if i == 0 and hoisted:
+                    projection = x
+                else:
+                    if input_masks[i] is not None:
+                        x = x * input_masks[i]
+                    projection = cell.input_projection(x)
+                x, cell_states = cell.recurrent_step(
+                    projection,
+                    list(per_cell[i]),
+                    recurrent_dropout_mask=recurrent_masks[i],
+                )
+                new_states.append(cell_states)
+            return x, self._structure_states(new_states)
+
+        last_output, outputs, states = backend_rnn(
+            step,
+            sequences,
+            list(initial_state),
+            go_backwards=self.go_backwards,
+            mask=mask,
+            unroll=self.unroll,
+            input_length=sequences.shape[1],
+            zero_output_for_mask=self.zero_output_for_mask,
+            return_all_outputs=self.return_sequences,
+        )
+        states = keras.tree.map_structure(
+            lambda state: ops.cast(state, self.compute_dtype), states
+        )
+        if self.stateful:
+            for held, state in zip(
+                keras.tree.flatten(self.states), keras.tree.flatten(states)
+            ):
+                held.assign(state)
+        output = outputs if self.return_sequences else last_output
+        output = ops.cast(output, self.compute_dtype)
+        if self.return_state:
+            return output, *states
+        return output
+
+    def _dropout_masks(self, sequences, training):
+        """Per cell, the input and the recurrent dropout mask (or `None`).
+
+        Drawn once per sequence, before the loop, and shared by all time
+        steps and all gates: the input mask is shaped like one step's
+        input of the cell, the recurrent mask like its first state.
+        """
+        shape = ops.shape(sequences)
+        batch = shape[0]
+        step_shape = (batch, *shape[2:])
+        input_masks, recurrent_masks = [], []
+        for cell in self._cells:
+            spatial = cell._spatial(step_shape)
+            state_shape = cell.state_shape(batch, spatial)
+            input_mask = recurrent_mask = None
+            if training and 0.0 < cell.dropout < 1.0:
+                input_mask = cell.dropout_mask(step_shape, cell.dropout)
+            if training and 0.0 < cell.recurrent_dropout < 1.0:
+                recurrent_mask = cell.dropout_mask(
+                    state_shape, cell.recurrent_dropout
+                )
+            input_masks.append(input_mask)
+            recurrent_masks.append(recurrent_mask)
+            step_shape = state_shape
+        return input_masks, recurrent_masks
+
+    def _broadcastable_mask(self, mask, state_ndim):
+        """A `(batch, time)` mask as `(batch, time, 1, ..., 1)`.
 
         Keras's JAX loop broadcasts the per-step mask `(batch, 1)` against
-        the state, which fails for N-D states; with trailing unit axes the
-        mask broadcasts on every backend.
+        the states, which fails for N-D states; with one trailing unit axis
+        per state axis after the batch (read off the state, so a custom
+        cell needs no `rank`), the mask broadcasts on every backend.
+
+        A per-pixel mask, such as `keras.layers.Masking` gives for frames
+        (`(batch, time, *spatial)`: a pixel is masked when all its channels
+        equal the mask value), masks a time step when every pixel of the
+        frame is masked, as `Masking` masks a vector time step when all
+        its features are masked.
         """
         mask = keras.tree.flatten(mask)[0]
-        if self.rank is None or len(mask.shape) != 2:
-            return mask
-        for _ in range(self.rank + 1):
+        mask = self._time_step_mask(mask)
+        for _ in range(state_ndim - 1):
             mask = ops.expand_dims(mask, -1)
         return mask
 
+    @staticmethod
+    def _time_step_mask(mask):
+        """`(batch, time, ...)` -> `(batch, time)`: any unmasked entry."""
+        mask = ops.cast(mask, "bool")
+        if len(mask.shape) > 2:
+            mask = ops.any(mask, axis=tuple(range(2, len(mask.shape))))
+        return mask
+
     def _project_all_steps(self, sequences):
-        """The cell's input projection for every time step at once."""
+        """The first cell's input projection for every time step at once."""
         shape = ops.shape(sequences)
         frames = ops.reshape(sequences, (-1, *shape[2:]))
-        projection = self.cell.input_projection(frames)
+        projection = self._cells[0].input_projection(frames)
         return ops.reshape(
             projection, (shape[0], shape[1], *ops.shape(projection)[1:])
         )
@@ -503,8 +630,18 @@ class ConvRNN(keras.layers.RNN):
         states = self._structure_states(per_cell_shapes)
         return (output_shape, *states)
 
+    def get_config(self):
+        # As keras.layers.ConvLSTM2D's, the config always has the key.
+        return {
+            **super().get_config(),
+            "activity_regularizer": keras.regularizers.serialize(
+                self.activity_regularizer
+            ),
+        }
+
     def compute_mask(self, _, mask):
-        mask = keras.tree.flatten(mask)[0] if mask is not None else None
+        if mask is not None:
+            mask = self._time_step_mask(keras.tree.flatten(mask)[0])
         output_mask = mask if self.return_sequences else None
         if self.return_state:
             n = sum(_num_states(c) for c in self._cells)
