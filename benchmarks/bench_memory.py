@@ -55,11 +55,10 @@ PEERS = (
     "keras.ConvLSTM2D",
 )
 GATES = {"gru": 3, "lstm": 4}
-# ConvRNN hoists the input projection out of the time loop when one step's
-# projection has at most this many elements (its private
-# `_max_hoisted_step_elements`); the "stepped" peers set it to 0 to
-# measure the layer without hoisting.
-HOISTING_LIMIT = 2**17
+# ConvRNN hoists the input projection out of the time loop when one
+# sample's projection of one step has at most
+# `ConvRNN.max_hoisted_step_elements` elements; the "stepped" peers set it
+# to 0 to measure the layer without hoisting.
 
 
 def family(peer):
@@ -69,7 +68,10 @@ def family(peer):
 def hoisted(peer, steps, side):
     if peer.startswith("keras") or peer.endswith("stepped"):
         return False
-    return GATES[family(peer)] * FILTERS * BATCH * side * side <= HOISTING_LIMIT
+    import keras_convgru as kc
+
+    limit = kc.ConvRNN.max_hoisted_step_elements
+    return GATES[family(peer)] * FILTERS * side * side <= limit
 
 
 def saved_floats_per_pixel(peer, is_hoisted, channels=None, f=None):
@@ -123,7 +125,7 @@ def run_worker(peer, steps, side, train_steps):
         layer_class = kc.ConvGRU2D if family(peer) == "gru" else kc.ConvLSTM2D
     layer = layer_class(FILTERS, KERNEL, padding="same", return_sequences=True)
     if peer.endswith("stepped"):
-        layer._max_hoisted_step_elements = 0
+        layer.max_hoisted_step_elements = 0
     inputs = keras.Input((steps, side, side, CHANNELS), batch_size=BATCH)
     outputs = layer(inputs)
     model = keras.Model(inputs, outputs)

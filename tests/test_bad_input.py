@@ -93,6 +93,39 @@ def test_zero_batch_gives_empty_outputs_shaped_as_keras_conv_lstm2d(make):
         assert keras.backend.standardize_dtype(tensor.dtype) == "float32"
 
 
+EVERY_LAYER = [
+    (kc.ConvGRU1D, 1),
+    (kc.ConvGRU2D, 2),
+    (kc.ConvGRU3D, 3),
+    (kc.ConvLSTM1D, 1),
+    (kc.ConvLSTM2D, 2),
+    (kc.ConvLSTM3D, 3),
+]
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize(
+    "layer_class, rank", EVERY_LAYER, ids=[c.__name__ for c, _ in EVERY_LAYER]
+)
+def test_every_layer_gives_empty_outputs_for_an_empty_batch(
+    layer_class, rank, padding
+):
+    # TensorFlow's oneDNN convolution of an empty batch returns the input's
+    # channel count (and Keras's own ConvLSTM1D/3D fail there); the layers
+    # must not depend on it. 5-pixel frames, 3x3 kernel: 5 ('same') or 3
+    # ('valid') pixels per axis, 3 filters.
+    kwargs = {"return_sequences": True, "return_state": True}
+    x = zeros(0, 4, *(5,) * rank, 2)
+    side = 5 if padding == "same" else 3
+    state_shape = (0, *(side,) * rank, 3)
+    layer = layer_class(3, 3, padding=padding, **kwargs)
+    outputs = keras.tree.flatten(layer(x))
+    assert tuple(outputs[0].shape) == (0, 4, *state_shape[1:])
+    assert len(outputs) == (2 if "GRU" in layer_class.__name__ else 3)
+    for state in outputs[1:]:
+        assert tuple(state.shape) == state_shape
+
+
 @pytest.mark.parametrize("dtype", ["int32", "float64", "float16"])
 def test_initial_state_of_another_dtype_is_cast_as_keras_conv_lstm2d_does(
     dtype,

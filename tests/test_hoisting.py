@@ -13,7 +13,7 @@ HOIST_NEVER = 0
 
 
 def _outputs(layer_factory, x, threshold, monkeypatch, training=False):
-    monkeypatch.setattr(kc.ConvRNN, "_max_hoisted_step_elements", threshold)
+    monkeypatch.setattr(kc.ConvRNN, "max_hoisted_step_elements", threshold)
     keras.utils.set_random_seed(7)
     layer = layer_factory()
     outputs = layer(x, training=training)
@@ -75,12 +75,45 @@ def test_dropout_masks_are_drawn_once_per_sequence_on_both_paths(
     assert np.abs(hoisted[0] - no_dropout[0]).max() > 1e-3
 
 
-def test_layer_hoists_small_steps_and_steps_large_ones():
+def test_layer_hoists_small_steps_and_steps_large_ones_per_sample():
     layer = kc.ConvGRU2D(16, 3, padding="same")
     layer.build((4, 10, 16, 16, 8))
-    small = keras.KerasTensor((4, 10, 16, 16, 8))
-    large = keras.KerasTensor((8, 10, 64, 64, 8))
-    unknown = keras.KerasTensor((None, 10, None, None, 8))
-    assert layer._hoists_input_projection(small)
-    assert not layer._hoists_input_projection(large)
-    assert layer._hoists_input_projection(unknown)
+    # One sample's step projection: 3 gates * 16 filters * pixels.
+    assert layer.hoists_input_projection((4, 10, 16, 16, 8))
+    assert not layer.hoists_input_projection((4, 10, 64, 64, 8))
+    # Frames of unknown size hoist; the batch size never matters.
+    assert layer.hoists_input_projection((None, 10, None, None, 8))
+    for batch in (None, 1, 4, 512):
+        assert layer.hoists_input_projection((batch, 10, 16, 16, 8))
+        assert not layer.hoists_input_projection((batch, 10, 64, 64, 8))
+
+
+class RecordingConvGRU2D(kc.ConvGRU2D):
+    """ConvGRU2D that records what its documented hook decides."""
+
+    decisions = []
+
+    def hoists_input_projection(self, sequences_shape):
+        decision = super().hoists_input_projection(sequences_shape)
+        self.decisions.append(decision)
+        return decision
+
+
+@pytest.mark.parametrize("side", [8, 64])
+def test_fit_predict_and_train_on_batch_take_the_same_path(side):
+    # Under TensorFlow's fit/predict the batch size is unknown while
+    # tracing; train_on_batch may see it. The decision must not change.
+    RecordingConvGRU2D.decisions = []
+    inputs = keras.Input((3, side, side, 2))
+    outputs = RecordingConvGRU2D(4, 3, padding="same")(inputs)
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", "mse")
+    x = np.zeros((2, 3, side, side, 2), "float32")
+    y = np.zeros((2, side, side, 4), "float32")
+    RecordingConvGRU2D.decisions = []
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    model.predict(x, batch_size=2, verbose=0)
+    model.train_on_batch(x, y)
+    decisions = set(RecordingConvGRU2D.decisions)
+    assert len(RecordingConvGRU2D.decisions) >= 3
+    assert decisions == {side == 8}
