@@ -4,14 +4,35 @@ PY ?= python3
 VENV = .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
+# The oldest versions we claim (Keras 3.8, constraints-oldest.txt), in a
+# second venv for the TensorFlow suite.
+OLDEST_VENV = .venv-oldest
+OLDEST_BIN = $(OLDEST_VENV)/bin
+OLDEST_STAMP = $(OLDEST_VENV)/.installed
+
+# TensorFlow's CPU path for `make test-tf` and `make test-tf-oldest`:
+# 1 = oneDNN (TensorFlow's default on x86 CPUs with AVX-512), 0 = without
+# it. KC_EXPECT_ONEDNN makes tests/conftest.py fail the session if
+# TensorFlow runs the other path. `make test` runs both.
+ONEDNN ?= 1
+# $(call tf_suite,PYTHON,ONEDNN): the TensorFlow suite on one CPU path.
+tf_suite = KERAS_BACKEND=tensorflow TF_ENABLE_ONEDNN_OPTS=$(2) \
+	KC_EXPECT_ONEDNN=$(2) $(1) -m pytest -q
+# Keras wheels before 3.15.1 ship no tests: the oldest venv's run of
+# tests/test_keras_parity.py takes Keras's ConvLSTM test files from the
+# main venv's Keras.
+KERAS_TESTS_FROM = KC_KERAS_TESTS_FROM="$$($(BIN)/python -c \
+	'import importlib.util as u; \
+	print(u.find_spec("keras").submodule_search_locations[0])')"
 
 # Source folders to lint; only those that exist.
 LINT_DIRS = $(wildcard keras_convgru tests examples benchmarks)
 
 export TF_CPP_MIN_LOG_LEVEL = 2
 
-.PHONY: install lint test test-tf test-jax test-torch docs docs-serve demo \
-	next-frame bench bench-memory clean distclean
+.PHONY: install install-oldest lint test test-tf test-tf-oldest test-jax \
+	test-torch docs docs-serve demo next-frame bench bench-memory clean \
+	distclean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,22 +42,44 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+$(OLDEST_STAMP): pyproject.toml constraints-oldest.txt
+	test -x $(OLDEST_BIN)/python || $(PY) -m venv $(OLDEST_VENV)
+	$(OLDEST_BIN)/python -m pip install pip==26.3
+	$(OLDEST_BIN)/python -m pip install -c constraints-oldest.txt -e ".[all]"
+	touch $@
+
+install-oldest: $(OLDEST_STAMP)
+
 lint: install
 	$(BIN)/ruff check $(LINT_DIRS)
 	$(BIN)/ruff format --check $(LINT_DIRS)
 
-# Every backend always runs, then the strict docs build; the target fails
-# if any one of them fails.
-test: install lint
+# Every run always runs: the TensorFlow suite with oneDNN on and off, the
+# TensorFlow suite at the oldest versions (oneDNN on), JAX, PyTorch, then
+# the strict docs build; the target fails if any one of them fails.
+test: install install-oldest lint
 	status=0; \
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q || status=1; \
+	echo "== TensorFlow, oneDNN on"; \
+	$(call tf_suite,$(BIN)/python,1) || status=1; \
+	echo "== TensorFlow, oneDNN off"; \
+	$(call tf_suite,$(BIN)/python,0) || status=1; \
+	echo "== TensorFlow, oldest versions (constraints-oldest.txt), oneDNN on"; \
+	$(KERAS_TESTS_FROM) $(call tf_suite,$(OLDEST_BIN)/python,1) \
+		|| status=1; \
+	echo "== JAX"; \
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q || status=1; \
+	echo "== PyTorch"; \
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q || status=1; \
+	echo "== docs"; \
 	$(MAKE) --no-print-directory docs || status=1; \
 	exit $$status
 
+# One CPU path: `make test-tf ONEDNN=0`.
 test-tf: install
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q
+	$(call tf_suite,$(BIN)/python,$(ONEDNN))
+
+test-tf-oldest: install install-oldest
+	$(KERAS_TESTS_FROM) $(call tf_suite,$(OLDEST_BIN)/python,$(ONEDNN))
 
 test-jax: install
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q
@@ -76,8 +119,8 @@ bench-memory: install
 
 clean:
 	rm -rf build dist site *.egg-info .pytest_cache .ruff_cache .hypothesis
-	find . -path ./$(VENV) -prune -o -name __pycache__ -type d \
-		-exec rm -rf {} +
+	find . -path ./$(VENV) -prune -o -path ./$(OLDEST_VENV) -prune \
+		-o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(OLDEST_VENV)
