@@ -45,38 +45,45 @@ def _bilinear_warp(state, flows, links):
     the state flattened to `(n * rows * cols, channels)`; a neighbour
     outside the frame gets weight zero (its index is clipped into the
     frame, so the gather stays in bounds). The coordinates and weights are
-    computed in float32 whatever the state's dtype (a float16 coordinate
-    has a resolution of 1/16 pixel at row 100), then cast to it.
+    computed in float32 (float64 for float64 flows) whatever the state's
+    dtype (a float16 coordinate has a resolution of 1/16 pixel at row
+    100), then cast to it.
     """
     shape = ops.shape(state)
     n, rows, cols, channels = shape[0], shape[1], shape[2], shape[3]
-    flows = ops.reshape(ops.cast(flows, "float32"), (n, rows, cols, links, 2))
-    rows_f = ops.cast(rows, "float32")
-    cols_f = ops.cast(cols, "float32")
-    y = ops.reshape(ops.cast(ops.arange(rows), "float32"), (rows, 1, 1))
-    x = ops.reshape(ops.cast(ops.arange(cols), "float32"), (1, cols, 1))
-    # Points further than one pixel outside the frame sample zeros; the
-    # clip changes neither the samples nor their gradients and keeps huge
-    # flows from overflowing the integer cast.
-    py = ops.minimum(ops.maximum(y + flows[..., 0], -1.0), rows_f)
-    px = ops.minimum(ops.maximum(x + flows[..., 1], -1.0), cols_f)
-    y0 = ops.floor(py)
-    x0 = ops.floor(px)
-    a = py - y0
-    b = px - x0
+    dtype = keras.backend.standardize_dtype(flows.dtype)
+    dtype = "float64" if dtype == "float64" else "float32"
+    flows = ops.reshape(ops.cast(flows, dtype), (n, rows, cols, links, 2))
+    rows_f = ops.cast(rows, dtype)
+    cols_f = ops.cast(cols, dtype)
+    y = ops.reshape(ops.cast(ops.arange(rows), dtype), (rows, 1, 1))
+    x = ops.reshape(ops.cast(ops.arange(cols), dtype), (1, cols, 1))
+    # Keras's torch `maximum`, `minimum` and `floor` return float32 for
+    # float64 tensors; `where` and casts keep the dtype.
+    one = ops.ones((), dtype)
 
-    def neighbours(lower, fraction, size):
+    def clip(p, upper):
+        # Points further than one pixel outside the frame sample zeros;
+        # the clip changes neither the samples nor their gradients and
+        # keeps huge flows from overflowing the integer cast.
+        p = ops.where(p < -one, -one, p)
+        return ops.where(p > upper, upper, p)
+
+    def neighbours(p, size):
         """Indices and weights of the two neighbours along one axis,
         `(n, rows, cols, links, 2)`; weight 0 outside `[0, size)`."""
-        coords = ops.stack([lower, lower + 1.0], axis=-1)
-        inside = ops.logical_and(coords >= 0.0, coords <= size - 1.0)
-        weights = ops.stack([1.0 - fraction, fraction], axis=-1)
+        # p >= -1, so truncating p + 1 toward zero is floor(p) + 1.
+        lower = ops.cast(p + one, "int32") - 1
+        fraction = p - ops.cast(lower, dtype)
+        coords = ops.stack([lower, lower + 1], axis=-1)
+        inside = ops.logical_and(coords >= 0, coords < size)
+        weights = ops.stack([one - fraction, fraction], axis=-1)
         weights = ops.where(inside, weights, ops.zeros_like(weights))
-        index = ops.minimum(ops.maximum(coords, 0.0), size - 1.0)
-        return ops.cast(index, "int32"), weights
+        index = ops.minimum(ops.maximum(coords, 0), size - 1)
+        return index, weights
 
-    iy, wy = neighbours(y0, a, rows_f)
-    ix, wx = neighbours(x0, b, cols_f)
+    iy, wy = neighbours(clip(y + flows[..., 0], rows_f), rows)
+    ix, wx = neighbours(clip(x + flows[..., 1], cols_f), cols)
     # (n, rows, cols, links, 2, 2): neighbour (i, j) is (y0 + i, x0 + j).
     pixels = rows * cols
     base = ops.reshape(
@@ -539,7 +546,9 @@ class TrajGRU2DCell(ConvRNNCellBase):
             self.links,
         )
         mixing = ops.reshape(self.recurrent_kernel, (self.links * f, 3 * f))
-        recurrent = ops.matmul(warped, mixing)
+        # `einsum`, not `matmul`: Keras's torch `matmul` computes float64
+        # in float32.
+        recurrent = ops.einsum("nyxc,cd->nyxd", warped, mixing)
         if self.use_bias:
             recurrent = recurrent + self.bias[1]
         recurrent = self._to_data_format(recurrent)

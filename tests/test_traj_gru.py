@@ -19,6 +19,7 @@
   files, configs, errors; and the same outputs on all three backends.
 """
 
+import os
 import re
 
 import keras
@@ -26,6 +27,10 @@ import numpy as np
 import pytest
 import reference
 import reference_traj
+import test_gradcheck as gradcheck
+from helpers_subprocess import Job
+from helpers_subprocess import assert_succeeded
+from helpers_subprocess import run_parallel
 from keras import ops
 
 import keras_convgru as kc
@@ -660,3 +665,194 @@ def test_keras_file_round_trip_predicts_the_same(tmp_path):
 def test_bad_arguments_raise_naming_the_argument(cls, argument, value, error):
     with pytest.raises(error, match=rf"`{argument}`.*{re.escape(repr(value))}"):
         cls(FILTERS, 3, **{argument: value})
+
+
+# --------------------------------------------------------------------------
+# Gradients: float64 central differences against autodiff
+# --------------------------------------------------------------------------
+
+float64 = gradcheck.float64
+GRADCHECK_STEP = 1e-6
+
+
+def gradient_probes(name, shape, links, rng):
+    """Random directions; one per gate block of the fused gate weights and
+    one per link of the flow generator's output, else one for all."""
+    blocks = {"kernel": 3, "recurrent_kernel": 3, "bias": 3}
+    blocks.update(flow_kernel=links, flow_output_bias=links)
+    return gradcheck.probe_directions(shape, blocks.get(name, 1), rng)
+
+
+def test_autodiff_gradients_match_central_differences(float64):
+    # A 1e-6 step on every backend: the samples are piecewise bilinear in
+    # the flows (kinks where a coordinate crosses an integer) and
+    # leaky_relu has a kink at 0, so a large step would straddle kinks.
+    rng = np.random.default_rng(19)
+    links, time = 2, 2
+    # JAX's eager CPU `tanh` is only float32-accurate in float64 (about
+    # 1e-7, the size of a 1e-6 step's signal); its `sigmoid` is exact.
+    jax = keras.backend.backend() == "jax"
+    layer = kc.TrajGRU2D(
+        FILTERS,
+        3,
+        activation="sigmoid" if jax else "tanh",
+        return_sequences=True,
+        return_state=True,
+        dtype="float64",
+        **small_layer_options(links=links),
+    )
+    x = rng.uniform(-1, 1, size=(BATCH, time, ROWS, COLS, CHANNELS))
+    h0 = rng.uniform(-0.5, 0.5, size=(BATCH, ROWS, COLS, FILTERS))
+    layer.build(x.shape)
+    weights = random_weights(rng, links, "field")
+    names = [v.name for v in layer.weights]
+    # The flows of this case are fractional and leave the frame.
+    flows = reference_traj.flows_of(x[:, 0], h0, weights)
+    assert np.any(flows != np.round(flows)) and np.abs(flows).max() > 3
+    arrays = [x, h0] + [weights[n] for n in names]
+    projections = [
+        rng.normal(size=(BATCH, time, ROWS, COLS, FILTERS)),
+        rng.normal(size=h0.shape),
+    ]
+    mask = np.array([[1, 1], [0, 1]], bool)
+
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+
+    def loss(x, h0, *weights):
+        outputs, _ = layer.stateless_call(
+            list(weights), non_trainable, x, initial_state=[h0], mask=mask
+        )
+        return sum(
+            ops.sum(o * ops.convert_to_tensor(p))
+            for o, p in zip(outputs, projections)
+        )
+
+    value, gradients = gradcheck.backend_functions(loss, arrays)
+    autodiff = gradients(arrays)
+    for index, (what, array, gradient) in enumerate(
+        zip(["inputs", "initial_state"] + names, arrays, autodiff)
+    ):
+        assert gradient.shape == array.shape, what
+        for direction in gradient_probes(what, array.shape, links, rng):
+            moved = [list(arrays), list(arrays)]
+            moved[0][index] = array + GRADCHECK_STEP * direction
+            moved[1][index] = array - GRADCHECK_STEP * direction
+            expected = (value(moved[0]) - value(moved[1])) / (
+                2 * GRADCHECK_STEP
+            )
+            actual = float(np.sum(gradient * direction))
+            assert expected != 0.0, what
+            np.testing.assert_allclose(
+                actual, expected, rtol=1e-6, atol=1e-8, err_msg=what
+            )
+
+
+# --------------------------------------------------------------------------
+# The same numbers on every backend; SavedModel export
+# --------------------------------------------------------------------------
+
+BACKENDS = ("tensorflow", "jax", "torch")
+SUBPROCESS_TIMEOUT = 300
+
+
+def portable_model():
+    inputs = keras.Input((None, None, None, CHANNELS))
+    y = kc.TrajGRU2D(
+        FILTERS, 3, return_sequences=True, **small_layer_options()
+    )(inputs)
+    y = kc.TrajGRU2D(
+        2,
+        3,
+        data_format="channels_last",
+        go_backwards=True,
+        **small_layer_options(links=2),
+    )(y)
+    return keras.Model(inputs, y)
+
+
+def portable_weights(model):
+    rng = np.random.default_rng(20)
+    first = random_weights(rng, 3, "field")
+    values = [first[v.name] for v in model.layers[1].cell.weights]
+    values += [
+        rng.normal(scale=0.4, size=v.shape) for v in model.layers[2].weights
+    ]
+    return [v.astype("float32") for v in values]
+
+
+def portable_frames():
+    return frames(np.random.default_rng(21))
+
+
+def predict_and_save_worker(directory):
+    """On this process's backend: predict and save a `.keras` file."""
+    backend = keras.backend.backend()
+    model = portable_model()
+    model.set_weights(portable_weights(model))
+    model.save(os.path.join(directory, f"{backend}.keras"))
+    prediction = model.predict(portable_frames(), verbose=0)
+    np.save(os.path.join(directory, f"{backend}.npy"), prediction)
+
+
+@pytest.mark.tensorflow_session
+def test_every_backend_computes_the_same_and_reads_the_others_files(
+    tmp_path,
+):
+    directory = str(tmp_path)
+    here = keras.backend.backend()
+    results = run_parallel(
+        [
+            Job(
+                f"{backend} subprocess",
+                "test_traj_gru",
+                "predict_and_save_worker",
+                [directory],
+                {"KERAS_BACKEND": backend},
+            )
+            for backend in BACKENDS
+            if backend != here
+        ],
+        SUBPROCESS_TIMEOUT,
+    )
+    predict_and_save_worker(directory)
+    assert_succeeded(results)
+    x = portable_frames()
+    weights = portable_weights(portable_model())
+    first = dict(zip(WEIGHT_NAMES, weights[:8]))
+    second = dict(zip(WEIGHT_NAMES, weights[8:]))
+    y, _ = reference_traj.traj_gru_reference(x, first)
+    _, expected = reference_traj.traj_gru_reference(
+        y, second, go_backwards=True
+    )
+    for backend in BACKENDS:
+        prediction = np.load(tmp_path / f"{backend}.npy")
+        np.testing.assert_allclose(
+            prediction, expected, atol=ATOL, err_msg=backend
+        )
+        loaded = keras.models.load_model(tmp_path / f"{backend}.keras")
+        np.testing.assert_allclose(
+            loaded.predict(x, verbose=0),
+            prediction,
+            atol=1e-5,
+            err_msg=f"saved on {backend}, loaded on {here}",
+        )
+
+
+@pytest.mark.tensorflow_session
+def test_saved_model_export_serves_any_batch_and_frame_size(tmp_path):
+    import tensorflow as tf
+
+    model = portable_model()
+    model.set_weights(portable_weights(model))
+    path = str(tmp_path / "saved_model")
+    model.export(path, format="tf_saved_model", verbose=False)
+    served = tf.saved_model.load(path)
+    rng = np.random.default_rng(22)
+    for shape in [(1, 3, 6, 5, CHANNELS), (3, 2, 8, 4, CHANNELS)]:
+        x = frames(rng, shape)
+        np.testing.assert_allclose(
+            served.serve(tf.constant(x)).numpy(),
+            model.predict(x, verbose=0),
+            atol=1e-5,
+            err_msg=str(shape),
+        )
