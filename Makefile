@@ -31,8 +31,8 @@ LINT_DIRS = $(wildcard keras_convgru tests examples benchmarks)
 export TF_CPP_MIN_LOG_LEVEL = 2
 
 .PHONY: install install-oldest lint test test-tf test-tf-oldest test-jax \
-	test-torch docs docs-serve demo next-frame bench bench-memory clean \
-	distclean
+	test-torch docs docs-serve demo next-frame nowcast bench bench-memory \
+	clean distclean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -101,6 +101,11 @@ demo: install
 # Next-frame prediction on Moving Digits: ConvGRU2D vs two ConvLSTM2Ds.
 next-frame: install
 	KERAS_BACKEND=tensorflow $(BIN)/python examples/next_frame.py
+
+# Precipitation nowcasting: TrajGRU2D vs ConvGRU2D (about 20 min on 2 cores).
+nowcast: install
+	KERAS_BACKEND=tensorflow $(BIN)/python examples/nowcasting.py \
+		--figure-copy docs/examples/nowcasting.png
 
 # Side-by-side speed and memory (TensorFlow backend, CPU); see
 # docs/performance.md. Takes 2-3 hours on 2 cores: every peer
