@@ -602,6 +602,19 @@ class ConvRNNCellBase(keras.layers.Layer, DropoutRNNCell):
         return {**super().get_config(), **config}
 
 
+def named_arguments(local_variables):
+    """The named arguments an `__init__` received, from its `locals()`.
+
+    Called first thing in a constructor with an explicit signature, it
+    hands the arguments on without spelling each one out a second time:
+    `super().__init__(**named_arguments(locals()), **kwargs)`.
+    """
+    arguments = dict(local_variables)
+    for name in ("self", "__class__", "kwargs"):
+        arguments.pop(name, None)
+    return arguments
+
+
 def fixed_rank_config(config):
     """Config of a rank-specific class: the rank is implied by the class."""
     config = dict(config)

@@ -1,9 +1,33 @@
-"""Docstrings of the rank-specific classes, written once for all ranks.
+"""The docstrings of the family classes, built one way for all of them.
 
-The GRU and LSTM families share their arguments and shapes; each family
-supplies its equations and its own extra argument. The 1D/2D/3D classes
-only differ in the names of their spatial axes and in their examples.
+Every cell and layer of the GRU and LSTM families (the rank-generic cells
+and the 1D/2D/3D cells and layers) takes its docstring from `cell_doc` or
+`layer_doc`, in Keras's layout: a summary, what the class is, the
+equations and the weight table, `Args:`, `Call arguments:`,
+`Input shape:`, `Output shape:` and an `Example:` that runs. A family
+supplies a `Family`: its name, its equations, its own extra argument and
+its states; a rank-specific class differs only in the names of its
+spatial axes and in its example. `help(kc.ConvGRU2D)` prints the result.
 """
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """What a family's docstrings say beyond the shared arguments."""
+
+    name: str  # "ConvGRU"
+    math: str  # equations and weight table, indented by 4
+    family_args: str  # the family's own `Args:` entries
+    state_names: tuple  # ("h",) or ("h", "c")
+    layer_intro: str  # what the layer is for, `{rank}` filled in
+
+    @property
+    def builtin(self):
+        """The Keras layer of the same recurrence ("GRU", "LSTM")."""
+        return self.name.removeprefix("Conv")
+
 
 COMMON_CELL_ARGS = """
         filters: int, the number of output channels (the state's channels).
@@ -65,23 +89,62 @@ def _dims(values):
     return ", ".join(str(v) for v in values)
 
 
-def cell_doc(family, rank, math, family_args, num_states):
-    """Docstring of `<family>{rank}DCell`."""
-    spatial = SPATIAL_NAMES[rank]
-    frames = _dims(EXAMPLE_FRAMES[rank])
-    states = "one state tensor" if num_states == 1 else "the states `[h, c]`"
-    return f"""{rank}D convolutional {family} cell.
+def _states_phrase(family):
+    if len(family.state_names) == 1:
+        return "one state tensor"
+    return "the states `[" + ", ".join(family.state_names) + "]`"
 
-    `{family}Cell` with `rank={rank}`. Steps one frame
+
+def cell_doc(family, rank=None):
+    """Docstring of `<family>Cell` (`rank=None`) or `<family>{rank}DCell`."""
+    name = family.name
+    states = _states_phrase(family)
+    if rank is None:
+        spatial = "*spatial"
+        summary = f"Cell of a convolutional {family.builtin}, for any rank."
+        intro = f"""
+    A {family.builtin} whose matrix products are convolutions, so its
+    states are feature maps `(*spatial, filters)`. `rank` (1, 2 or 3) is
+    the number of spatial axes; `{name}1DCell`, `{name}2DCell` and
+    `{name}3DCell` fix it. Use it inside `keras_convgru.ConvRNN` or a plain
+    `keras.layers.RNN`."""
+        rank_arg = """
+        rank: int, 1, 2 or 3: the number of spatial dimensions."""
+        args = rank_arg + COMMON_CELL_ARGS.format(rank="`rank`")
+        count = 1 + len(family.state_names)
+        outputs = ", ".join(["(2, 8, 8, 4)"] * count)
+        example = f"""
+    >>> cell = kc.{name}Cell(rank=2, filters=4, kernel_size=3,
+    ...                      padding="same")
+    >>> layer = kc.ConvRNN(cell, return_state=True)
+    >>> outputs = layer(np.zeros((2, 5, 8, 8, 3), "float32"))
+    >>> [tuple(t.shape) for t in outputs]
+    [{outputs}]"""
+    else:
+        spatial = SPATIAL_NAMES[rank]
+        frames = _dims(EXAMPLE_FRAMES[rank])
+        summary = f"{rank}D convolutional {family.builtin} cell."
+        intro = f"""
+    `{name}Cell` with `rank={rank}`. Steps one frame
     `(batch, {spatial}, channels)` at a time. Use it in
-    `keras_convgru.ConvRNN` (`{family}{rank}D` is exactly that) or in a
-    plain `keras.layers.RNN`.
-{math}
-    Args:{COMMON_CELL_ARGS.format(rank=rank)}{family_args}
+    `keras_convgru.ConvRNN` (`{name}{rank}D` is exactly that) or in a
+    plain `keras.layers.RNN`."""
+        args = COMMON_CELL_ARGS.format(rank=rank)
+        example = f"""
+    >>> cell = kc.{name}{rank}DCell(4, 3, padding="same")
+    >>> rnn = keras.layers.RNN(cell)
+    >>> x = np.zeros((2, 5, {frames}, 3), "float32")
+    >>> tuple(rnn(x).shape)
+    (2, {frames}, 4)"""
+    return f"""{summary}
+{intro}
+{family.math}
+    Args:{args}{family.family_args}
         **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
-        inputs: one frame `(batch, {spatial}, channels)`.
+        inputs: one frame `(batch, {spatial}, channels)` (or channels
+            first).
         states: list of {states}, each `(batch, *new_spatial, filters)`.
         training: Python boolean, whether dropout is active.
 
@@ -98,32 +161,27 @@ def cell_doc(family, rank, math, family_args, num_states):
 
     >>> import numpy as np
     >>> import keras
-    >>> import keras_convgru as kc
-    >>> cell = kc.{family}{rank}DCell(4, 3, padding="same")
-    >>> rnn = keras.layers.RNN(cell)
-    >>> x = np.zeros((2, 5, {frames}, 3), "float32")
-    >>> tuple(rnn(x).shape)
-    (2, {frames}, 4)
+    >>> import keras_convgru as kc{example}
     """
 
 
-def layer_doc(family, rank, math, family_args, state_names, intro):
+def layer_doc(family, rank):
     """Docstring of `<family>{rank}D`."""
+    name = family.name
     spatial = SPATIAL_NAMES[rank]
     frames = _dims(EXAMPLE_FRAMES[rank])
     none_frames = _dims([None] * rank)
-    states = ", ".join(state_names)
-    builtin = family.removeprefix("Conv")
-    return f"""{rank}D convolutional {family} layer.
-{intro}
-    The layer is `keras_convgru.ConvRNN` around a `{family}{rank}DCell`. A
+    states = ", ".join(family.state_names)
+    return f"""{rank}D convolutional {family.builtin} layer.
+{family.layer_intro.format(rank=rank)}
+    The layer is `keras_convgru.ConvRNN` around a `{name}{rank}DCell`. A
     step runs the gates fused, in one input-to-state convolution and one
     state-to-state convolution (two for a GRU with `reset_after=False`);
     when a step is small, the input-to-state convolution of all time steps
     runs once, before the time loop. Frame sizes may be unknown
     (`keras.Input((None, {none_frames}, channels))`).
-{math}
-    Args:{COMMON_CELL_ARGS.format(rank=rank)}{family_args}{LAYER_ARGS}
+{family.math}
+    Args:{COMMON_CELL_ARGS.format(rank=rank)}{family.family_args}{LAYER_ARGS}
         **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -141,8 +199,9 @@ def layer_doc(family, rank, math, family_args, state_names, intro):
     Output shape:
         - `return_sequences=False`: `(batch, *new_spatial, filters)`.
         - `return_sequences=True`: `(batch, time, *new_spatial, filters)`.
-        - `return_state=True`: `output, {states}` (as `keras.layers.{builtin}`
-          returns them), the states `(batch, *new_spatial, filters)` each.
+        - `return_state=True`: `output, {states}` (as
+          `keras.layers.{family.builtin}` returns them), the states
+          `(batch, *new_spatial, filters)` each.
 
         `new_spatial` is the input-to-state convolution's output size; with
         `channels_first` the channels come before the spatial axes.
@@ -153,7 +212,7 @@ def layer_doc(family, rank, math, family_args, state_names, intro):
     >>> import keras
     >>> import keras_convgru as kc
     >>> inputs = keras.Input((None, {none_frames}, 3))
-    >>> outputs = kc.{family}{rank}D(8, 3, padding="same",
+    >>> outputs = kc.{name}{rank}D(8, 3, padding="same",
     ...                       return_sequences=True)(inputs)
     >>> model = keras.Model(inputs, outputs)
     >>> x = np.zeros((2, 5, {frames}, 3), "float32")

@@ -5,10 +5,12 @@ from keras import ops
 
 from keras_convgru._conv_base import ConvRNNCellBase
 from keras_convgru._conv_base import fixed_rank_config
-from keras_convgru._docs import COMMON_CELL_ARGS
+from keras_convgru._conv_base import named_arguments
+from keras_convgru._docs import Family
 from keras_convgru._docs import cell_doc
 from keras_convgru._docs import layer_doc
 from keras_convgru.conv_rnn import ConvRecurrentLayer
+from keras_convgru.conv_rnn import cell_argument
 
 _register = keras.saving.register_keras_serializable(package="keras_convgru")
 
@@ -56,59 +58,61 @@ _RESET_AFTER_ARG = """
             state's convolution (see above)."""
 
 
+_GRU_INTRO = """
+    A GRU whose matrix products are convolutions: for sequences of frames
+    (video, radar, volumes) where the state must stay a feature map. It has
+    three gates to the LSTM's four: a quarter fewer parameters and FLOPs,
+    and no separate cell state.
+"""
+
+
+GRU = Family(
+    name="ConvGRU",
+    math=_GRU_MATH,
+    family_args=_RESET_AFTER_ARG,
+    state_names=("h",),
+    layer_intro=_GRU_INTRO,
+)
+
+
 @_register
 class ConvGRUCell(ConvRNNCellBase):
-    __doc__ = (
-        """Cell of a convolutional GRU, for any rank (1, 2 or 3).
-
-    A GRU whose matrix products are convolutions, so its state is a feature
-    map `(*spatial, filters)`. Use `ConvGRU1DCell`, `ConvGRU2DCell` or
-    `ConvGRU3DCell`, or this class with `rank`, inside `keras_convgru.ConvRNN`
-    or a plain `keras.layers.RNN`.
-"""
-        + _GRU_MATH
-        + """
-    Args:
-        rank: int, 1, 2 or 3: the number of spatial dimensions."""
-        + COMMON_CELL_ARGS.format(rank="`rank`")
-        + _RESET_AFTER_ARG
-        + """
-        **kwargs: standard layer arguments (`name`, `dtype`, ...).
-
-    Call arguments:
-        inputs: one frame `(batch, *spatial, channels)` (or channels first).
-        states: list with one state tensor `(batch, *new_spatial, filters)`.
-        training: Python boolean, whether dropout is active.
-
-    Input shape:
-        `(batch, *spatial, channels)` (`channels_last`) or
-        `(batch, channels, *spatial)` (`channels_first`).
-
-    Output shape:
-        `(output, [new_state])`, both `(batch, *new_spatial, filters)` (or
-        channels first), `new_spatial` the input-to-state convolution's
-        output size.
-
-    Example:
-
-    >>> import numpy as np
-    >>> import keras
-    >>> import keras_convgru as kc
-    >>> cell = kc.ConvGRUCell(rank=2, filters=4, kernel_size=3,
-    ...                       padding="same")
-    >>> layer = kc.ConvRNN(cell)
-    >>> tuple(layer(np.zeros((2, 5, 8, 8, 3), "float32")).shape)
-    (2, 8, 8, 4)
-    """
-    )
+    __doc__ = cell_doc(GRU)
 
     gate_count = 3
     _num_states = 1
 
     def __init__(
-        self, rank, filters, kernel_size, *args, reset_after=True, **kwargs
+        self,
+        rank,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        *,
+        reset_after=True,
+        **kwargs,
     ):
-        super().__init__(rank, filters, kernel_size, *args, **kwargs)
+        arguments = named_arguments(locals())
+        del arguments["reset_after"]
+        super().__init__(**arguments, **kwargs)
         self.reset_after = bool(reset_after)
 
     def _bias_shape(self):
@@ -155,61 +159,115 @@ class ConvGRUCell(ConvRNNCellBase):
         return {**super().get_config(), "reset_after": self.reset_after}
 
 
-def _fixed_rank_cell(rank):
-    """A ConvGRUCell subclass whose rank is fixed (not an argument)."""
+class _ConvGRUFixedRankCell(ConvGRUCell):
+    """A `ConvGRUCell` whose `rank` is the class's, not an argument."""
 
-    class FixedRankConvGRUCell(ConvGRUCell):
-        def __init__(self, filters, kernel_size, *args, **kwargs):
-            super().__init__(rank, filters, kernel_size, *args, **kwargs)
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        *,
+        reset_after=True,
+        **kwargs,
+    ):
+        super().__init__(self.rank, **named_arguments(locals()), **kwargs)
 
-        def get_config(self):
-            return fixed_rank_config(super().get_config())
-
-    return FixedRankConvGRUCell
-
-
-@_register
-class ConvGRU1DCell(_fixed_rank_cell(1)):
-    __doc__ = cell_doc("ConvGRU", 1, _GRU_MATH, _RESET_AFTER_ARG, 1)
-
-
-@_register
-class ConvGRU2DCell(_fixed_rank_cell(2)):
-    __doc__ = cell_doc("ConvGRU", 2, _GRU_MATH, _RESET_AFTER_ARG, 1)
-
-
-@_register
-class ConvGRU3DCell(_fixed_rank_cell(3)):
-    __doc__ = cell_doc("ConvGRU", 3, _GRU_MATH, _RESET_AFTER_ARG, 1)
-
-
-_GRU_INTRO = """
-    A GRU whose matrix products are convolutions: for sequences of frames
-    (video, radar, volumes) where the state must stay a feature map. It has
-    three gates to the LSTM's four: a quarter fewer parameters and FLOPs,
-    and no separate cell state.
-"""
-
-
-def _layer_doc(rank):
-    return layer_doc(
-        "ConvGRU", rank, _GRU_MATH, _RESET_AFTER_ARG, ["h"], _GRU_INTRO
-    )
+    def get_config(self):
+        return fixed_rank_config(super().get_config())
 
 
 @_register
-class ConvGRU1D(ConvRecurrentLayer):
-    __doc__ = _layer_doc(1)
+class ConvGRU1DCell(_ConvGRUFixedRankCell):
+    __doc__ = cell_doc(GRU, 1)
+    rank = 1
+
+
+@_register
+class ConvGRU2DCell(_ConvGRUFixedRankCell):
+    __doc__ = cell_doc(GRU, 2)
+    rank = 2
+
+
+@_register
+class ConvGRU3DCell(_ConvGRUFixedRankCell):
+    __doc__ = cell_doc(GRU, 3)
+    rank = 3
+
+
+class _ConvGRULayer(ConvRecurrentLayer):
+    """A `ConvRNN` around the family's cell of the class's rank."""
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        *,
+        reset_after=True,
+        activity_regularizer=None,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        zero_output_for_mask=False,
+        **kwargs,
+    ):
+        super().__init__(named_arguments(locals()), **kwargs)
+
+    reset_after = cell_argument("reset_after")
+
+
+@_register
+class ConvGRU1D(_ConvGRULayer):
+    __doc__ = layer_doc(GRU, 1)
     cell_class = ConvGRU1DCell
 
 
 @_register
-class ConvGRU2D(ConvRecurrentLayer):
-    __doc__ = _layer_doc(2)
+class ConvGRU2D(_ConvGRULayer):
+    __doc__ = layer_doc(GRU, 2)
     cell_class = ConvGRU2DCell
 
 
 @_register
-class ConvGRU3D(ConvRecurrentLayer):
-    __doc__ = _layer_doc(3)
+class ConvGRU3D(_ConvGRULayer):
+    __doc__ = layer_doc(GRU, 3)
     cell_class = ConvGRU3DCell

@@ -5,10 +5,12 @@ from keras import ops
 
 from keras_convgru._conv_base import ConvRNNCellBase
 from keras_convgru._conv_base import fixed_rank_config
-from keras_convgru._docs import COMMON_CELL_ARGS
+from keras_convgru._conv_base import named_arguments
+from keras_convgru._docs import Family
 from keras_convgru._docs import cell_doc
 from keras_convgru._docs import layer_doc
 from keras_convgru.conv_rnn import ConvRecurrentLayer
+from keras_convgru.conv_rnn import cell_argument
 
 _register = keras.saving.register_keras_serializable(package="keras_convgru")
 
@@ -46,50 +48,26 @@ _UNIT_FORGET_BIAS_ARG = """
             bias at initialization (Jozefowicz et al., 2015)."""
 
 
+_LSTM_INTRO = """
+    A drop-in for `keras.layers.ConvLSTM{rank}D`: the same arguments, the
+    same weights (`set_weights(keras_layer.get_weights())` gives the same
+    outputs), but fused gate convolutions, the input convolution hoisted
+    out of the time loop for small frames, and frames of unknown size.
+"""
+
+
+LSTM = Family(
+    name="ConvLSTM",
+    math=_LSTM_MATH,
+    family_args=_UNIT_FORGET_BIAS_ARG,
+    state_names=("h", "c"),
+    layer_intro=_LSTM_INTRO,
+)
+
+
 @_register
 class ConvLSTMCell(ConvRNNCellBase):
-    __doc__ = (
-        """Cell of a convolutional LSTM, for any rank (1, 2 or 3).
-
-    An LSTM whose matrix products are convolutions, so its states `h` and
-    `c` are feature maps `(*spatial, filters)`. Use `ConvLSTM1DCell`,
-    `ConvLSTM2DCell` or `ConvLSTM3DCell`, or this class with `rank`, inside
-    `keras_convgru.ConvRNN` or a plain `keras.layers.RNN`.
-"""
-        + _LSTM_MATH
-        + """
-    Args:
-        rank: int, 1, 2 or 3: the number of spatial dimensions."""
-        + COMMON_CELL_ARGS.format(rank="`rank`")
-        + _UNIT_FORGET_BIAS_ARG
-        + """
-        **kwargs: standard layer arguments (`name`, `dtype`, ...).
-
-    Call arguments:
-        inputs: one frame `(batch, *spatial, channels)` (or channels first).
-        states: list `[h, c]`, each `(batch, *new_spatial, filters)`.
-        training: Python boolean, whether dropout is active.
-
-    Input shape:
-        `(batch, *spatial, channels)` (`channels_last`) or
-        `(batch, channels, *spatial)` (`channels_first`).
-
-    Output shape:
-        `(h, [h, c])`, each `(batch, *new_spatial, filters)` (or channels
-        first), `new_spatial` the input-to-state convolution's output size.
-
-    Example:
-
-    >>> import numpy as np
-    >>> import keras
-    >>> import keras_convgru as kc
-    >>> cell = kc.ConvLSTMCell(rank=1, filters=4, kernel_size=3)
-    >>> layer = kc.ConvRNN(cell, return_state=True)
-    >>> output, h, c = layer(np.zeros((2, 5, 10, 3), "float32"))
-    >>> tuple(output.shape), tuple(c.shape)
-    ((2, 8, 4), (2, 8, 4))
-    """
-    )
+    __doc__ = cell_doc(LSTM)
 
     gate_count = 4
     _num_states = 2
@@ -99,11 +77,32 @@ class ConvLSTMCell(ConvRNNCellBase):
         rank,
         filters,
         kernel_size,
-        *args,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        *,
         unit_forget_bias=True,
         **kwargs,
     ):
-        super().__init__(rank, filters, kernel_size, *args, **kwargs)
+        arguments = named_arguments(locals())
+        del arguments["unit_forget_bias"]
+        super().__init__(**arguments, **kwargs)
         self.unit_forget_bias = bool(unit_forget_bias)
 
     def _make_bias_initializer(self):
@@ -144,70 +143,115 @@ class ConvLSTMCell(ConvRNNCellBase):
         }
 
 
-def _fixed_rank_cell(rank):
-    """A ConvLSTMCell subclass whose rank is fixed (not an argument)."""
+class _ConvLSTMFixedRankCell(ConvLSTMCell):
+    """A `ConvLSTMCell` whose `rank` is the class's, not an argument."""
 
-    class FixedRankConvLSTMCell(ConvLSTMCell):
-        def __init__(self, filters, kernel_size, *args, **kwargs):
-            super().__init__(rank, filters, kernel_size, *args, **kwargs)
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        *,
+        unit_forget_bias=True,
+        **kwargs,
+    ):
+        super().__init__(self.rank, **named_arguments(locals()), **kwargs)
 
-        def get_config(self):
-            return fixed_rank_config(super().get_config())
-
-    return FixedRankConvLSTMCell
-
-
-def _cell_doc(rank):
-    return cell_doc("ConvLSTM", rank, _LSTM_MATH, _UNIT_FORGET_BIAS_ARG, 2)
-
-
-@_register
-class ConvLSTM1DCell(_fixed_rank_cell(1)):
-    __doc__ = _cell_doc(1)
-
-
-@_register
-class ConvLSTM2DCell(_fixed_rank_cell(2)):
-    __doc__ = _cell_doc(2)
-
-
-@_register
-class ConvLSTM3DCell(_fixed_rank_cell(3)):
-    __doc__ = _cell_doc(3)
-
-
-_LSTM_INTRO = """
-    A drop-in for `keras.layers.ConvLSTM{rank}D`: the same arguments, the
-    same weights (`set_weights(keras_layer.get_weights())` gives the same
-    outputs), but fused gate convolutions, the input convolution hoisted
-    out of the time loop for small frames, and frames of unknown size.
-"""
-
-
-def _layer_doc(rank):
-    return layer_doc(
-        "ConvLSTM",
-        rank,
-        _LSTM_MATH,
-        _UNIT_FORGET_BIAS_ARG,
-        ["h", "c"],
-        _LSTM_INTRO.format(rank=rank),
-    )
+    def get_config(self):
+        return fixed_rank_config(super().get_config())
 
 
 @_register
-class ConvLSTM1D(ConvRecurrentLayer):
-    __doc__ = _layer_doc(1)
+class ConvLSTM1DCell(_ConvLSTMFixedRankCell):
+    __doc__ = cell_doc(LSTM, 1)
+    rank = 1
+
+
+@_register
+class ConvLSTM2DCell(_ConvLSTMFixedRankCell):
+    __doc__ = cell_doc(LSTM, 2)
+    rank = 2
+
+
+@_register
+class ConvLSTM3DCell(_ConvLSTMFixedRankCell):
+    __doc__ = cell_doc(LSTM, 3)
+    rank = 3
+
+
+class _ConvLSTMLayer(ConvRecurrentLayer):
+    """A `ConvRNN` around the family's cell of the class's rank."""
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        *,
+        unit_forget_bias=True,
+        activity_regularizer=None,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        zero_output_for_mask=False,
+        **kwargs,
+    ):
+        super().__init__(named_arguments(locals()), **kwargs)
+
+    unit_forget_bias = cell_argument("unit_forget_bias")
+
+
+@_register
+class ConvLSTM1D(_ConvLSTMLayer):
+    __doc__ = layer_doc(LSTM, 1)
     cell_class = ConvLSTM1DCell
 
 
 @_register
-class ConvLSTM2D(ConvRecurrentLayer):
-    __doc__ = _layer_doc(2)
+class ConvLSTM2D(_ConvLSTMLayer):
+    __doc__ = layer_doc(LSTM, 2)
     cell_class = ConvLSTM2DCell
 
 
 @_register
-class ConvLSTM3D(ConvRecurrentLayer):
-    __doc__ = _layer_doc(3)
+class ConvLSTM3D(_ConvLSTMLayer):
+    __doc__ = layer_doc(LSTM, 3)
     cell_class = ConvLSTM3DCell

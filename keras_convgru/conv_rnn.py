@@ -1,6 +1,5 @@
 """`ConvRNN`: a `keras.layers.RNN` for convolutional cells."""
 
-import inspect
 import math
 
 import keras
@@ -8,6 +7,7 @@ from keras import ops
 
 from keras_convgru._conv_base import ConvRNNCellBase
 from keras_convgru._conv_base import _is_int
+from keras_convgru._docs import SPATIAL_NAMES
 from keras_convgru._keras_internals import rnn as backend_rnn
 
 
@@ -181,6 +181,32 @@ class ConvRNN(keras.layers.RNN):
         if self.rank is not None:
             self.input_spec = keras.layers.InputSpec(ndim=self.rank + 3)
         self._step_input_shape = None
+
+    def __call__(self, sequences, *args, **kwargs):
+        self._check_sequences_rank(sequences)
+        return super().__call__(sequences, *args, **kwargs)
+
+    def _check_sequences_rank(self, sequences):
+        """A wrong-rank input: name the layout, before Keras's InputSpec."""
+        shape = getattr(sequences, "shape", None)
+        if self.rank is None or shape is None:
+            return
+        if len(shape) == self.rank + 3:
+            return
+        spatial = SPATIAL_NAMES[self.rank]
+        data_format = getattr(self._cells[0], "data_format", None)
+        if data_format == "channels_first":
+            layout = f"(batch, time, channels, {spatial})"
+        else:
+            layout = f"(batch, time, {spatial}, channels)"
+        where = f" with data_format='{data_format}'" if data_format else ""
+        raise ValueError(
+            f"Input 0 of layer '{self.name}' is incompatible with the "
+            f"layer: expected ndim={self.rank + 3}, found ndim={len(shape)}. "
+            f"Full shape received: {tuple(shape)}. "
+            f"{self.__class__.__name__} (rank {self.rank}) takes sequences "
+            f"of frames {layout}{where}."
+        )
 
     # -- helpers --------------------------------------------------------------
 
@@ -649,78 +675,70 @@ class ConvRNN(keras.layers.RNN):
         return output_mask
 
 
-def _cell_attribute(name):
+def cell_argument(name):
+    """A read-only property of a layer: its cell's argument `name`."""
+
     def getter(self):
         return getattr(self.cell, name)
 
     getter.__name__ = name
-    getter.__doc__ = f"The cell's `{name}`."
-    return getter
+    getter.__doc__ = f"The cell's `{name}` (read-only)."
+    return property(getter)
+
+
+_RNN_ARGUMENTS = (
+    "activity_regularizer",
+    "return_sequences",
+    "return_state",
+    "go_backwards",
+    "stateful",
+    "unroll",
+    "zero_output_for_mask",
+)
 
 
 class ConvRecurrentLayer(ConvRNN):
     """A `ConvRNN` around one cell built from the layer's own arguments.
 
-    The family layers (`ConvGRU1D`, ..., `ConvLSTM3D`) subclass this: their
-    config is the cell's config plus the RNN arguments, as
-    `keras.layers.ConvLSTM2D`'s is, and every cell argument can be read on
-    the layer (`layer.filters`, `layer.kernel_size`, ...).
+    The family layers (`ConvGRU1D`, ..., `ConvLSTM3D`) subclass this through
+    a family base whose `__init__` writes out every argument; they set
+    `cell_class`. Their config is the cell's config plus the RNN arguments,
+    as `keras.layers.ConvLSTM2D`'s is, and the cell's arguments read on the
+    layer (`layer.filters`, `layer.kernel_size`, ...), as on Keras's.
     """
 
     cell_class = None
-    # Arguments of Layer.__init__ that the cell receives too.
-    _shared_layer_arguments = ("dtype",)
 
-    def __init__(
-        self,
-        *args,
-        return_sequences=False,
-        return_state=False,
-        go_backwards=False,
-        stateful=False,
-        unroll=False,
-        **kwargs,
-    ):
-        cell_arguments = self._cell_argument_names()
-        cell_kwargs = {k: kwargs.pop(k) for k in cell_arguments if k in kwargs}
-        for name in self._shared_layer_arguments:
-            if name in kwargs:
-                cell_kwargs[name] = kwargs[name]
-        cell = self.cell_class(*args, name="cell", **cell_kwargs)
-        super().__init__(
-            cell,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            go_backwards=go_backwards,
-            stateful=stateful,
-            unroll=unroll,
-            **kwargs,
+    def __init__(self, arguments, **kwargs):
+        """`arguments`: the family layer's named arguments (cell and RNN)."""
+        arguments = dict(arguments)
+        rnn_arguments = {name: arguments.pop(name) for name in _RNN_ARGUMENTS}
+        cell = self.cell_class(
+            **arguments, name="cell", dtype=kwargs.get("dtype")
         )
+        super().__init__(cell, **rnn_arguments, **kwargs)
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if cls.cell_class is None:
-            return
-        # Read-only access to the cell's arguments on the layer, as
-        # keras.layers.ConvLSTM2D's `filters`, `kernel_size`, ... give.
-        for name in cls._cell_argument_names():
-            if name == "rank" or hasattr(cls, name):
-                continue
-            setattr(cls, name, property(_cell_attribute(name)))
-
-    @classmethod
-    def _cell_argument_names(cls):
-        names = []
-        for klass in cls.cell_class.__mro__:
-            init = klass.__dict__.get("__init__")
-            if init is not None:
-                for p in inspect.signature(init).parameters.values():
-                    named = p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-                    if named and p.name != "self" and p.name not in names:
-                        names.append(p.name)
-            if klass is ConvRNNCellBase:
-                break
-        return tuple(names)
+    filters = cell_argument("filters")
+    kernel_size = cell_argument("kernel_size")
+    strides = cell_argument("strides")
+    padding = cell_argument("padding")
+    data_format = cell_argument("data_format")
+    dilation_rate = cell_argument("dilation_rate")
+    activation = cell_argument("activation")
+    recurrent_activation = cell_argument("recurrent_activation")
+    use_bias = cell_argument("use_bias")
+    kernel_initializer = cell_argument("kernel_initializer")
+    recurrent_initializer = cell_argument("recurrent_initializer")
+    bias_initializer = cell_argument("bias_initializer")
+    kernel_regularizer = cell_argument("kernel_regularizer")
+    recurrent_regularizer = cell_argument("recurrent_regularizer")
+    bias_regularizer = cell_argument("bias_regularizer")
+    kernel_constraint = cell_argument("kernel_constraint")
+    recurrent_constraint = cell_argument("recurrent_constraint")
+    bias_constraint = cell_argument("bias_constraint")
+    dropout = cell_argument("dropout")
+    recurrent_dropout = cell_argument("recurrent_dropout")
+    seed = cell_argument("seed")
 
     def get_config(self):
         config = super().get_config()
