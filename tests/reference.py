@@ -1,4 +1,6 @@
-"""Plain NumPy reference for ConvGRU and ConvLSTM, written from API.md.
+"""Plain NumPy reference for ConvGRU and ConvLSTM, written from the
+equations and weight tables of the API reference (docs/api/conv_gru.md and
+docs/api/conv_lstm.md, which show the classes' docstrings).
 
 Nothing here imports keras or keras_convgru: this module is the independent
 oracle the layers are checked against. Everything is computed in float64 with

@@ -1,6 +1,7 @@
 """Every public class is documented in Keras's layout and its example runs."""
 
 import doctest
+import inspect
 
 import pytest
 
@@ -27,30 +28,47 @@ def test_docstring_has_keras_sections_and_a_running_example(cls):
 
 
 @pytest.mark.parametrize("cls", PUBLIC, ids=lambda c: c.__name__)
+def test_signature_lists_the_arguments_by_name(cls):
+    # What `inspect`, `help()` and IDEs show: no `*args` standing in for
+    # the arguments, and a layer's cell arguments among its own.
+    parameters = inspect.signature(cls).parameters.values()
+    assert not [p for p in parameters if p.kind == p.VAR_POSITIONAL]
+    names = [p.name for p in parameters]
+    if cls is not kc.ConvRNN:
+        assert names[:2] in (["filters", "kernel_size"], ["rank", "filters"])
+        assert "dropout" in names and "seed" in names
+
+
+@pytest.mark.parametrize("cls", PUBLIC, ids=lambda c: c.__name__)
 def test_docstring_documents_every_constructor_argument(cls):
-    import inspect
-
-    names = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None or klass.__module__.startswith("keras."):
-            continue
-        for p in inspect.signature(init).parameters.values():
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-                names.add(p.name)
-    names.discard("self")
-    if cls.__name__.endswith("D") or cls.__name__.endswith("DCell"):
-        names.discard("rank")  # fixed by the class
-    if hasattr(cls, "cell_class") and cls.cell_class is not None:
-        from keras_convgru.conv_rnn import ConvRecurrentLayer
-
-        names |= set(ConvRecurrentLayer._cell_argument_names.__func__(cls))
-        names -= {"rank", "cell"}  # built by the layer from its arguments
-    missing = [n for n in sorted(names) if f"        {n}:" not in cls.__doc__]
+    named = (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    names = [
+        p.name
+        for p in inspect.signature(cls).parameters.values()
+        if p.kind in named
+    ]
+    missing = [n for n in names if f"        {n}:" not in cls.__doc__]
     assert not missing, f"{cls.__name__} does not document {missing}"
 
 
-# The equations exactly as the public contract (API.md) writes them.
+FAMILY_LAYERS = [c for c in PUBLIC if getattr(c, "cell_class", None)]
+
+
+@pytest.mark.parametrize("cls", FAMILY_LAYERS, ids=lambda c: c.__name__)
+def test_layer_reads_every_cell_argument(cls):
+    # `layer.filters`, `layer.reset_after`, ...: the cell's values.
+    layer = cls(3, 2, seed=4)
+    for name in inspect.signature(cls.cell_class).parameters:
+        if name != "kwargs":
+            assert getattr(layer, name) == getattr(layer.cell, name), name
+
+
+# The equations exactly as the public contract writes them (the API
+# reference pages, docs/api/conv_gru.md and conv_lstm.md, show these
+# docstrings).
 GRU_EQUATIONS = (
     "z  = σ(Wz * x + Uz * h + bz)",
     "r  = σ(Wr * x + Ur * h + br)",

@@ -10,6 +10,9 @@
 import keras
 import numpy as np
 import pytest
+from tables import GRU_LAYERS
+from tables import LSTM_LAYERS
+from tables import randomize_weights
 
 import keras_convgru as kc
 
@@ -18,8 +21,6 @@ RTOL = 1e-5
 BATCH = 2
 TIME = 5
 
-GRU_LAYERS = {1: kc.ConvGRU1D, 2: kc.ConvGRU2D, 3: kc.ConvGRU3D}
-LSTM_LAYERS = {1: kc.ConvLSTM1D, 2: kc.ConvLSTM2D, 3: kc.ConvLSTM3D}
 KERAS_CONV_LSTM = {
     1: keras.layers.ConvLSTM1D,
     2: keras.layers.ConvLSTM2D,
@@ -29,15 +30,6 @@ KERAS_CONV_LSTM = {
 
 def to_numpy(tensors):
     return [keras.ops.convert_to_numpy(t) for t in tensors]
-
-
-def randomize_weights(layer, rng, scale):
-    weights = [
-        rng.normal(scale=scale, size=w.shape).astype("float32")
-        for w in layer.get_weights()
-    ]
-    layer.set_weights(weights)
-    return weights
 
 
 # --- (a) 1x1 ConvGRU on 1-pixel frames == keras.layers.GRU ------------------

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from tables import randomize_weights
 
 import keras_convgru as kc
 
@@ -71,11 +72,7 @@ def one_pixel_pair(family, rng, **kwargs):
     x = rng.normal(size=(BATCH, 5, 1, 1, INPUT_DIM)).astype("float32")
     conv(x)
     dense(x[:, :, 0, 0])
-    weights = [
-        rng.normal(scale=0.5, size=w.shape).astype("float32")
-        for w in conv.get_weights()
-    ]
-    conv.set_weights(weights)
+    weights = randomize_weights(conv, rng, 0.5)
     dense.set_weights(
         [w.reshape(d.shape) for w, d in zip(weights, dense.weights)]
     )

@@ -24,12 +24,12 @@ import keras
 import numpy as np
 import pytest
 import reference
+import tables
 from keras import ops
-
-import keras_convgru as kc
+from tables import randomize_weights
 
 FILTERS = 2
-LAYERS = {"gru": kc.ConvGRU2D, "lstm": kc.ConvLSTM2D}
+LAYERS = {family: tables.LAYERS[family, 2] for family in ("gru", "lstm")}
 REFERENCES = {
     "gru": reference.conv_gru_reference,
     "lstm": reference.conv_lstm_reference,
@@ -49,11 +49,7 @@ def random_layers(x_shape, rng, scale, **kwargs):
             **kwargs,
         )
         layer.build(x_shape)
-        weights[family] = [
-            rng.normal(scale=scale, size=w.shape).astype("float32")
-            for w in layer.weights
-        ]
-        layer.set_weights(weights[family])
+        weights[family] = randomize_weights(layer, rng, scale)
         layers[family] = layer
     return layers, weights
 

@@ -1,6 +1,7 @@
 """Property tests: for any combination of arguments, the layers match the
-plain NumPy reference (tests/reference.py, written from API.md's equations;
-it imports neither keras nor keras_convgru) to 1e-5 in float32.
+plain NumPy reference (tests/reference.py, written from the equations of
+the API reference, docs/api/conv_gru.md and conv_lstm.md; it imports
+neither keras nor keras_convgru) to 1e-5 in float32.
 
 Hypothesis draws the rank (1-3), per-axis kernel sizes, strides or dilation
 rates, `same`/`valid` padding, the data format, `reset_after`, `use_bias`,
@@ -22,9 +23,13 @@ convolution.
 import keras
 import numpy as np
 import reference
+import tables
 from hypothesis import example
 from hypothesis import given
 from hypothesis import strategies as st
+from tables import CELLS
+from tables import LAYERS
+from tables import contract_weight_shapes
 
 import keras_convgru as kc
 
@@ -32,22 +37,6 @@ ATOL = 1e-5
 RTOL = 1e-5
 WEIGHT_SCALE = 0.3
 MAX_SIDE = {1: 9, 2: 6, 3: 4}
-LAYERS = {
-    ("gru", 1): kc.ConvGRU1D,
-    ("gru", 2): kc.ConvGRU2D,
-    ("gru", 3): kc.ConvGRU3D,
-    ("lstm", 1): kc.ConvLSTM1D,
-    ("lstm", 2): kc.ConvLSTM2D,
-    ("lstm", 3): kc.ConvLSTM3D,
-}
-CELLS = {
-    ("gru", 1): kc.ConvGRU1DCell,
-    ("gru", 2): kc.ConvGRU2DCell,
-    ("gru", 3): kc.ConvGRU3DCell,
-    ("lstm", 1): kc.ConvLSTM1DCell,
-    ("lstm", 2): kc.ConvLSTM2DCell,
-    ("lstm", 3): kc.ConvLSTM3DCell,
-}
 MASK_PATTERNS = ("none", "random", "leading", "trailing", "all")
 
 
@@ -175,19 +164,16 @@ def make_layer(case):
 
 
 def random_weights(case, rng):
-    """Kernel, recurrent kernel and bias in API.md's layout."""
-    gates = 3 if case["family"] == "gru" else 4
-    units = gates * case["filters"]
-    shapes = [
-        case["kernel_size"] + (case["channels"], units),
-        case["kernel_size"] + (case["filters"], units),
-    ]
-    if case["use_bias"]:
-        reset_after = case["family"] == "gru" and case["reset_after"]
-        shapes.append((2, units) if reset_after else (units,))
-    return [
-        rng.normal(scale=WEIGHT_SCALE, size=s).astype("float32") for s in shapes
-    ]
+    """Kernel, recurrent kernel and bias in the documented layout."""
+    shapes = contract_weight_shapes(
+        case["family"],
+        case["kernel_size"],
+        case["channels"],
+        case["filters"],
+        use_bias=case["use_bias"],
+        reset_after=case["family"] == "gru" and case["reset_after"],
+    )
+    return tables.random_weights(shapes, rng, WEIGHT_SCALE)
 
 
 def run_reference(case, x, weights, mask, states):

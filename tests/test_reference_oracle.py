@@ -1,8 +1,9 @@
 """ConvGRU/ConvLSTM layers and cells against the plain NumPy reference.
 
-The reference (``tests/reference.py``) is written from API.md's equations
-and knows nothing about Keras. Every test draws non-trivial random weights,
-sets them with ``set_weights`` in the contract's layout (so a wrong weight
+The reference (``tests/reference.py``) is written from the equations of
+the API reference (docs/api/conv_gru.md, docs/api/conv_lstm.md) and knows
+nothing about Keras. Every test draws non-trivial random weights, sets
+them with ``set_weights`` in the documented layout (so a wrong weight
 layout fails here too) and compares float32 outputs and final states with
 the float64 reference.
 """
@@ -11,6 +12,13 @@ import keras
 import numpy as np
 import pytest
 import reference
+import tables
+from tables import GRU_CELLS
+from tables import GRU_LAYERS
+from tables import LSTM_CELLS
+from tables import LSTM_LAYERS
+from tables import contract_weight_shapes
+from tables import randomize_weights
 
 import keras_convgru as kc
 
@@ -26,14 +34,6 @@ CHANNELS = {1: 3, 2: 3, 3: 2}
 # Batch 0 skips step 1; batch 1 skips its first and last steps.
 MASK = np.array([[1, 0, 1, 1], [0, 1, 1, 0]], dtype=bool)
 
-GRU_LAYERS = {1: kc.ConvGRU1D, 2: kc.ConvGRU2D, 3: kc.ConvGRU3D}
-LSTM_LAYERS = {1: kc.ConvLSTM1D, 2: kc.ConvLSTM2D, 3: kc.ConvLSTM3D}
-GRU_CELLS = {1: kc.ConvGRU1DCell, 2: kc.ConvGRU2DCell, 3: kc.ConvGRU3DCell}
-LSTM_CELLS = {
-    1: kc.ConvLSTM1DCell,
-    2: kc.ConvLSTM2DCell,
-    3: kc.ConvLSTM3DCell,
-}
 
 DEFAULTS = {
     "padding": "same",
@@ -121,20 +121,16 @@ def random_inputs(rng, spec):
 
 
 def random_weights(rng, rank, in_channels, gates, spec, gru):
-    """Kernel, recurrent kernel and (maybe) bias in the API.md layout."""
-    kernel_size = (KERNEL,) * rank
-    shapes = [
-        kernel_size + (in_channels, gates * FILTERS),
-        kernel_size + (FILTERS, gates * FILTERS),
-    ]
-    if spec["use_bias"]:
-        if gru and spec["reset_after"]:
-            shapes.append((2, gates * FILTERS))
-        else:
-            shapes.append((gates * FILTERS,))
-    return [
-        rng.normal(scale=WEIGHT_SCALE, size=s).astype("float32") for s in shapes
-    ]
+    """Kernel, recurrent kernel and (maybe) bias in the documented layout."""
+    shapes = contract_weight_shapes(
+        "gru" if gru else "lstm",
+        (KERNEL,) * rank,
+        in_channels,
+        FILTERS,
+        use_bias=spec["use_bias"],
+        reset_after=gru and spec["reset_after"],
+    )
+    return tables.random_weights(shapes, rng, WEIGHT_SCALE)
 
 
 def state_shape(spec):
@@ -349,11 +345,7 @@ def test_layer_with_hoisted_input_projection_equals_cell_in_plain_keras_rnn(
         return_state=True,
     )
     layer.build(x.shape)
-    weights = [
-        rng.normal(scale=WEIGHT_SCALE, size=w.shape).astype("float32")
-        for w in layer.get_weights()
-    ]
-    layer.set_weights(weights)
+    weights = randomize_weights(layer, rng, WEIGHT_SCALE)
     rnn = plain_rnn(spec, gru)
     rnn.build(x.shape)
     rnn.set_weights(weights)
@@ -426,11 +418,7 @@ def test_reference_lstm_matches_keras_conv_lstm2d(
         return_state=True,
     )
     keras_layer.build(x_last.shape)
-    weights = [
-        rng.normal(scale=WEIGHT_SCALE, size=w.shape).astype("float32")
-        for w in keras_layer.get_weights()
-    ]
-    keras_layer.set_weights(weights)
+    weights = randomize_weights(keras_layer, rng, WEIGHT_SCALE)
     expected = run_reference(spec, False, x, weights, None)
     actual = [keras.ops.convert_to_numpy(a) for a in keras_layer(x_last)]
     if channels_first:

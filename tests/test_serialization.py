@@ -12,16 +12,16 @@ import json
 import keras
 import numpy as np
 import pytest
+from tables import GRU_CELLS
+from tables import GRU_LAYERS
+from tables import LSTM_CELLS
+from tables import LSTM_LAYERS
 
 import keras_convgru as kc
 
 PUBLIC_CLASSES = [getattr(kc, name) for name in kc.__all__ if name[0] != "_"]
 CUSTOM_OBJECTS = {cls.__name__: cls for cls in PUBLIC_CLASSES}
 
-GRU_CELLS = {1: kc.ConvGRU1DCell, 2: kc.ConvGRU2DCell, 3: kc.ConvGRU3DCell}
-LSTM_CELLS = {1: kc.ConvLSTM1DCell, 2: kc.ConvLSTM2DCell, 3: kc.ConvLSTM3DCell}
-GRU_LAYERS = {1: kc.ConvGRU1D, 2: kc.ConvGRU2D, 3: kc.ConvGRU3D}
-LSTM_LAYERS = {1: kc.ConvLSTM1D, 2: kc.ConvLSTM2D, 3: kc.ConvLSTM3D}
 
 # Arguments whose config entry is a serialized Keras object.
 OBJECT_ARGUMENTS = (
