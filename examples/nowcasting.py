@@ -443,7 +443,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     if args.quick:
-        num_train, num_test, epochs, models = 8, 4, 1, QUICK_MODELS
+        num_train, num_test, epochs, models = 2, 2, 1, QUICK_MODELS
     else:
         num_train, num_test, epochs, models = 640, 128, 6, MODELS
     if args.epochs is not None:
