@@ -5,6 +5,8 @@ markdown table (and writes it under benchmarks/results/):
 
 - `keras.ConvLSTM2D`: the built-in `keras.layers.ConvLSTM2D`;
 - `kc.ConvLSTM2D`, `kc.ConvGRU2D` (reset_after True and False);
+- `kc.TrajGRU2D`: the TrajGRU at the same filters, with its default
+  `links=5`, `flow_filters=32`, `flow_kernel_size=5` (Shi et al. 2017);
 - `kc cell in keras RNN`: `kc.ConvGRU2DCell` stepped by a plain
   `keras.layers.RNN` (what hoisting the input projection buys);
 - `floor LSTM`/`floor GRU`/`floor GRU ra=False`: the same convolutions
@@ -66,6 +68,7 @@ PEERS = {
     "kc.ConvLSTM2D": ("lstm", 4),
     "kc.ConvGRU2D": ("gru", 3),
     "kc.ConvGRU2D ra=False": ("gru ra=False", 3),
+    "kc.TrajGRU2D": ("traj", 3),
     "kc cell in keras RNN": ("gru", 3),
     "floor LSTM": ("lstm", 4),
     "floor GRU": ("gru", 3),
@@ -95,6 +98,28 @@ def conv_flops(batch, steps, frame, channels, filters, gates):
     input_conv = 2 * pixels * taps * channels * gates * filters
     state_conv = 2 * pixels * taps * filters * gates * filters
     return input_conv + state_conv
+
+
+def traj_flops(
+    batch, steps, frame, channels, filters, links=5, flow_filters=32, k=5
+):
+    """Multiply-add FLOPs of one forward pass of a TrajGRU (2 per MAC).
+
+    Per step and pixel: the input-to-state convolution (3x3, channels ->
+    3 * filters), the flow generator (k x k: channels and filters ->
+    flow_filters, flow_filters -> 2 * links), the bilinear warps (4
+    neighbours per link and channel) and the 1x1 mixing (links * filters
+    -> 3 * filters).
+    """
+    pixels = batch * steps * frame * frame
+    macs = (
+        KERNEL * KERNEL * channels * 3 * filters
+        + k * k * (channels + filters) * flow_filters
+        + k * k * flow_filters * 2 * links
+        + 4 * links * filters
+        + links * filters * 3 * filters
+    )
+    return 2 * pixels * macs
 
 
 # --------------------------------------------------------------------------
@@ -244,6 +269,8 @@ def _build_model(peer, workload, jit):
         outputs = kc.ConvGRU2D(filters, KERNEL, reset_after=False, **common)(
             inputs
         )
+    elif peer == "kc.TrajGRU2D":
+        outputs = kc.TrajGRU2D(filters, KERNEL, return_sequences=True)(inputs)
     elif peer == "kc cell in keras RNN":
         # A plain keras.layers.RNN can't infer N-D output shapes in a
         # functional model, so it runs in a subclassed one.
@@ -437,11 +464,16 @@ def _table(rows, workloads):
             builtin = results.get("keras.ConvLSTM2D")
             for peer, r in results.items():
                 layer_type, gates = PEERS[peer]
-                flops = 3 * conv_flops(
-                    batch, steps, frame, channels, filters, gates
-                )
+                if layer_type == "traj":
+                    flops = 3 * traj_flops(
+                        batch, steps, frame, channels, filters
+                    )
+                else:
+                    flops = 3 * conv_flops(
+                        batch, steps, frame, channels, filters, gates
+                    )
                 gflops = flops / (r["train_ms"] / 1000) / 1e9
-                floor = results.get(FLOORS[layer_type])
+                floor = results.get(FLOORS.get(layer_type))
                 ratio = (
                     f"{r['train_ms'] / floor['train_ms']:.2f}" if floor else "-"
                 )
