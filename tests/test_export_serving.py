@@ -36,6 +36,7 @@ import functools
 import keras
 import numpy as np
 import pytest
+from tables import randomize_weights
 
 import keras_convgru as kc
 
@@ -57,9 +58,7 @@ BATCH_SIZES = (1, 3)
 
 def _randomize(model, seed):
     """Random weights: zero biases and orthogonal kernels hide mistakes."""
-    rng = np.random.default_rng(seed)
-    for variable in model.weights:
-        variable.assign(rng.normal(0.0, 0.3, variable.shape).astype("float32"))
+    randomize_weights(model, np.random.default_rng(seed), scale=0.3)
     return model
 
 
