@@ -92,7 +92,12 @@ def _bilinear_warp(state, flows, links):
     index = base + iy[..., :, None] * cols + ix[..., None, :]
     weights = ops.cast(wy[..., :, None] * wx[..., None, :], state.dtype)
     table = ops.reshape(state, (n * pixels, channels))
-    gathered = ops.take(table, index, axis=0)  # (..., 2, 2, channels)
+    # The reshape is a no-op, except for an empty batch on JAX, whose
+    # `take` from an empty table returns the table's shape.
+    gathered = ops.reshape(
+        ops.take(table, index, axis=0),
+        (n, rows, cols, links, 2, 2, channels),
+    )
     warped = ops.sum(gathered * weights[..., None], axis=(4, 5))
     return ops.reshape(warped, (n, rows, cols, links * channels))
 
@@ -526,9 +531,7 @@ class TrajGRU2DCell(ConvRNNCellBase):
             `(h', [h'])`.
         """
         h_tm1 = states[0] if keras.tree.is_nested(states) else states
-        h_in = h_tm1
-        if recurrent_dropout_mask is not None:
-            h_in = h_tm1 * recurrent_dropout_mask
+        h_in = self._masked_state(h_tm1, recurrent_dropout_mask)
         f = self.filters
         x_gates, x_flow = ops.split(projection, [3 * f], axis=self.channel_axis)
 
