@@ -640,8 +640,10 @@ class ConvRNN(keras.layers.RNN):
         shape = ops.shape(sequences)
         frames = ops.reshape(sequences, (-1, *shape[2:]))
         projection = self._cells[0].input_projection(frames)
+        # -1, not the batch size: JAX's ONNX export cannot map a symbolic
+        # batch through the reshape otherwise.
         return ops.reshape(
-            projection, (shape[0], shape[1], *ops.shape(projection)[1:])
+            projection, (-1, shape[1], *ops.shape(projection)[1:])
         )
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):

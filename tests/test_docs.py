@@ -34,15 +34,27 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^( *)```(\w*)[^\n]*\n(.*?)^\1```", re.S | re.M)
 BACKEND_MARK = re.compile(r"<!-- docs-test: KERAS_BACKEND=(\w+) -->")
+# A line `<!-- docs-test: keras>=3.13 -->` right above a block: the block
+# runs only where the installed Keras is at least that version (the
+# oldest-versions run has Keras 3.8).
+KERAS_MARK = re.compile(r"<!-- docs-test: keras>=(\d+)\.(\d+) -->\s*$")
+KERAS_VERSION = tuple(int(p) for p in keras.version().split(".")[:2])
 PUBLIC = [getattr(kc, name) for name in kc.__all__ if name != "__version__"]
 API_PAGES = ("api/conv_gru.html", "api/conv_lstm.html", "api/conv_rnn.html")
 
 
 def python_blocks(text):
-    """`(line, code)` of each ```python block, `line` 0-based."""
+    """`(line, code)` of each ```python block, `line` 0-based.
+
+    Leaves out a block marked for a newer Keras than the installed one.
+    """
     blocks = []
     for match in FENCE.finditer(text):
         if match.group(2) == "python":
+            above = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+            needs = KERAS_MARK.search(above)
+            if needs and KERAS_VERSION < tuple(map(int, needs.groups())):
+                continue
             line = text.count("\n", 0, match.start(3))
             blocks.append((line, textwrap.dedent(match.group(3))))
     return blocks

@@ -338,3 +338,37 @@ def test_plain_keras_rnn_over_stacked_cells_without_states_points_to_conv_rnn():
         r"ConvLSTM2DCell.get_initial_state.*\(None, None\).*ConvRNN",
         lambda: layer(sequences(1, 4, 5, 5, 1)),
     )
+
+
+# --- loading without the import ----------------------------------------------
+
+
+def test_loading_without_the_import_fails_as_the_saving_guide_quotes(tmp_path):
+    # docs/guides/saving.md quotes this message next to its fix (the
+    # import); Keras imports only its own packages while loading.
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "model.keras")
+    model = keras.Sequential(
+        [keras.Input((3, 6, 6, 2)), kc.ConvGRU2D(2, 3, padding="same")]
+    )
+    model.save(path)
+    script = (
+        "import keras\n"
+        f"try:\n    keras.models.load_model({path!r})\n"
+        "except TypeError as error:\n    print(error)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "Could not locate class 'ConvGRU2D'" in proc.stdout, proc.stderr
+    with open("docs/guides/saving.md", encoding="utf-8") as f:
+        guide = " ".join(f.read().split())
+    assert "Could not locate class 'ConvGRU2D'. Make sure custom classes" in (
+        guide
+    )
+    assert "import keras_convgru # noqa: F401" in guide
