@@ -85,6 +85,17 @@ LSTM_EQUATIONS = (
 )
 
 
+TRAJ_GRU_EQUATIONS = (
+    "f      = flow_activation(Fx * x + Fh * h + bf)",
+    "flows  = Ff * f + bff",
+    "(Δy_l, Δx_l) = flows channels (2l, 2l + 1),  l = 0 .. links - 1",
+    "hh     = U * concat(h_0, ..., h_{L-1}) + bh",
+    "xh     = W * x + bx",
+    "z = σ(xh_z + hh_z),  r = σ(xh_r + hh_r),  h̃ = tanh(xh_h + r ⊙ hh_h)",
+    "h' = z ⊙ h + (1 − z) ⊙ h̃",
+)
+
+
 @pytest.mark.parametrize("cls", PUBLIC, ids=lambda c: c.__name__)
 def test_docstring_starts_with_a_summary_and_writes_out_the_math(cls):
     summary, blank = cls.__doc__.splitlines()[:2]
@@ -98,6 +109,8 @@ def test_docstring_starts_with_a_summary_and_writes_out_the_math(cls):
         assert "reset_after=False` it scales the state *before*" in doc
     elif cls.__name__.startswith("ConvLSTM"):
         equations = LSTM_EQUATIONS
+    elif cls.__name__.startswith("TrajGRU"):
+        equations = TRAJ_GRU_EQUATIONS
     else:  # ConvRNN: the recurrence it runs
         equations = ("output_t, states_t = cell(x_t, states_(t-1))",)
     for line in equations:
