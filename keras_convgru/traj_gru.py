@@ -229,6 +229,10 @@ _TRAJ_CELL_ARGS = """
 # --------------------------------------------------------------------------
 
 
+# Arguments of the base cell that a TrajGRU does not have.
+_NOT_SUPPORTED = ("normalization", "norm_groups", "norm_epsilon")
+
+
 def _validate_count(value, name):
     if not _is_int(value):
         raise TypeError(
@@ -324,6 +328,14 @@ class TrajGRU2DCell(ConvRNNCellBase):
         dilation_rate=1,
         **kwargs,
     ):
+        # The ConvGRU/ConvLSTM cells' normalization options are not part of
+        # the TrajGRU (API.md); reject them rather than ignore them.
+        for name in _NOT_SUPPORTED:
+            if name in kwargs:
+                raise ValueError(
+                    f"TrajGRU2DCell does not take `{name}`. Received: "
+                    f"{name}={kwargs[name]!r}"
+                )
         super().__init__(
             2,
             filters,
@@ -570,8 +582,9 @@ class TrajGRU2DCell(ConvRNNCellBase):
 
     def get_config(self):
         config = super().get_config()
-        for fixed in ("rank", "strides", "padding", "dilation_rate"):
-            config.pop(fixed, None)
+        fixed = ("rank", "strides", "padding", "dilation_rate")
+        for key in fixed + _NOT_SUPPORTED:
+            config.pop(key, None)
         config.update(
             {
                 "links": self.links,

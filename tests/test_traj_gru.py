@@ -659,6 +659,7 @@ def test_keras_file_round_trip_predicts_the_same(tmp_path):
         ("links", 2.5, TypeError),
         ("flow_filters", -1, ValueError),
         ("flow_kernel_size", (3, 3, 3), ValueError),
+        ("normalization", "layer", ValueError),
     ],
 )
 @pytest.mark.parametrize("cls", [kc.TrajGRU2DCell, kc.TrajGRU2D])
