@@ -430,6 +430,11 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--train", type=int, default=None, help="sequences")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated subset of TrajGRU2D,ConvGRU2D (default both)",
+    )
     parser.add_argument("--out", default=os.path.join("examples", "output"))
     parser.add_argument(
         "--quick",
@@ -452,6 +457,12 @@ def main(argv=None):
         epochs = args.epochs
     if args.train is not None:
         num_train = args.train
+    if args.models is not None:
+        names = args.models.split(",")
+        unknown = sorted(set(names) - set(models))
+        if unknown:
+            parser.error(f"unknown --models {unknown}; one of {list(models)}")
+        models = {name: models[name] for name in names}
     os.makedirs(args.out, exist_ok=True)
     run_start = time.perf_counter()
     # --quick only shows that the script runs. On TensorFlow one eager

@@ -323,6 +323,7 @@ class TrajGRU2DCell(ConvRNNCellBase):
         dropout=0.0,
         recurrent_dropout=0.0,
         seed=None,
+        *,
         strides=1,
         padding="same",
         dilation_rate=1,
@@ -742,9 +743,11 @@ class TrajGRU2D(ConvRNN):
         dropout=0.0,
         recurrent_dropout=0.0,
         seed=None,
+        *,
         strides=1,
         padding="same",
         dilation_rate=1,
+        activity_regularizer=None,
         return_sequences=False,
         return_state=False,
         go_backwards=False,
@@ -793,6 +796,7 @@ class TrajGRU2D(ConvRNN):
             stateful=stateful,
             unroll=unroll,
             zero_output_for_mask=zero_output_for_mask,
+            activity_regularizer=activity_regularizer,
             **kwargs,
         )
 
