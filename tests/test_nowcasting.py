@@ -145,6 +145,7 @@ def test_csi_counts_hits_misses_and_false_alarms_per_lead_time():
     assert math.isnan(nowcasting.csi(predicted, truth, 0.95)[0])
 
 
+@pytest.mark.tensorflow_session  # the same count on every backend
 def test_default_models_have_about_the_same_number_of_parameters():
     counts = {
         name: nowcasting.build_model(
