@@ -136,10 +136,11 @@ _TRAJ_MATH = """
     a b h[y0+1, x0+1]`, each neighbour outside the frame read as zero.
     Warping is differentiable with respect to the state and the flows.
 
-    With the default `flow_kernel_initializer="zeros"` every flow is zero
-    at first: every link is the identity warp, and the cell starts as a
-    ConvGRU whose state-to-state kernel is the 1x1 convolution
-    `U_0 + ... + U_{L-1}` (`U_l` the rows of `U` that read `h_l`).
+    With the default `flow_kernel_initializer="zeros"` (and zero biases)
+    every flow is zero at first: every link is the identity warp, and the
+    cell starts as a ConvGRU whose state-to-state kernel is the 1x1
+    convolution `U_0 + ... + U_{L-1}` (`U_l` the rows of `U` that read
+    `h_l`).
 
     What depends on the frame only, `W * x + bx` and `Fx * x + bf`, is the
     *input projection* (`3 * filters + flow_filters` channels), which
@@ -161,9 +162,8 @@ _TRAJ_MATH = """
 
     The input channels of `recurrent_kernel` are link-major: channels
     `[l * filters, (l + 1) * filters)` read `h_l`. The weight layouts do
-    not change with `data_format`. With
-    `use_bias=False` there are no `bias`, `flow_bias` and
-    `flow_output_bias`.
+    not change with `data_format`. With `use_bias=False` there are no
+    `bias`, `flow_bias` and `flow_output_bias`.
 """
 
 _TRAJ_CELL_ARGS = """
