@@ -16,6 +16,7 @@ from keras_convgru._keras_internals import DropoutRNNCell
 
 _PADDINGS = ("valid", "same")
 _DATA_FORMATS = ("channels_last", "channels_first")
+_NORMALIZATIONS = (None, "layer", "group")
 
 
 # --------------------------------------------------------------------------
@@ -120,6 +121,42 @@ def validate_rate(rate, name):
     return float(rate)
 
 
+def validate_normalization(normalization, norm_groups, norm_epsilon, filters):
+    """`normalization`, `norm_groups` and `norm_epsilon`, checked."""
+    if normalization not in _NORMALIZATIONS:
+        raise ValueError(
+            "Argument `normalization` must be one of None, 'layer' or "
+            f"'group'. Received: normalization={normalization!r}"
+        )
+    if not _is_int(norm_groups):
+        raise TypeError(
+            "Argument `norm_groups` must be a positive integer. "
+            f"Received: norm_groups={norm_groups!r}"
+        )
+    if norm_groups <= 0:
+        raise ValueError(
+            "Argument `norm_groups` must be a positive integer. "
+            f"Received: norm_groups={norm_groups}"
+        )
+    if normalization == "group" and filters % norm_groups:
+        raise ValueError(
+            "Argument `norm_groups` must divide `filters` (each gate's "
+            "block of `filters` channels is split into `norm_groups` "
+            f"groups). Received: norm_groups={norm_groups} and "
+            f"filters={filters}"
+        )
+    if (
+        not isinstance(norm_epsilon, numbers.Real)
+        or isinstance(norm_epsilon, bool)
+        or not norm_epsilon > 0
+    ):
+        raise ValueError(
+            "Argument `norm_epsilon` must be a positive float. "
+            f"Received: norm_epsilon={norm_epsilon!r}"
+        )
+    return normalization, int(norm_groups), float(norm_epsilon)
+
+
 def conv_output_length(length, kernel_size, stride, padding, dilation):
     """Output size of one spatial axis of a convolution.
 
@@ -188,11 +225,22 @@ class ConvRNNCellBase(keras.layers.Layer, DropoutRNNCell):
         dropout=0.0,
         recurrent_dropout=0.0,
         seed=None,
+        *,
+        normalization=None,
+        norm_groups=1,
+        norm_epsilon=1e-3,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.rank = validate_rank(rank)
         self.filters = validate_filters(filters)
+        (
+            self.normalization,
+            self.norm_groups,
+            self.norm_epsilon,
+        ) = validate_normalization(
+            normalization, norm_groups, norm_epsilon, self.filters
+        )
         self.kernel_size = standardize_tuple(
             kernel_size, self.rank, "kernel_size"
         )
@@ -243,6 +291,7 @@ class ConvRNNCellBase(keras.layers.Layer, DropoutRNNCell):
 
         self.input_channels = None
         self.input_spatial_shape = (None,) * self.rank
+        self.input_norm = None
 
     # -- layout --------------------------------------------------------------
 
@@ -360,14 +409,66 @@ class ConvRNNCellBase(keras.layers.Layer, DropoutRNNCell):
             )
         else:
             self.bias = None
+        self._build_extra_weights()
+        if self.normalization is not None:
+            self._build_normalization()
         self.built = True
+
+    def _build_extra_weights(self):
+        """A family's own weights after `bias` (the LSTM's peepholes)."""
+
+    # -- normalization -------------------------------------------------------
+
+    def _make_norm(self, name, blocks):
+        """A built `GroupNormalization` over `blocks` gate blocks.
+
+        Each block of `filters` channels is normalized on its own (per
+        sample, over the spatial axes and the block's channels, or over
+        `norm_groups` groups of them), so `blocks` fused gates need
+        `blocks * groups` groups. Keras's layer keeps the statistics in
+        float32 under mixed precision.
+        """
+        groups = self.norm_groups if self.normalization == "group" else 1
+        channels = blocks * self.filters
+        norm = keras.layers.GroupNormalization(
+            groups=blocks * groups,
+            axis=self.channel_axis,
+            epsilon=self.norm_epsilon,
+            name=name,
+            dtype=self.dtype_policy,
+        )
+        norm.build(self._step_shape(None, (None,) * self.rank, channels))
+        return norm
+
+    def _build_normalization(self):
+        """The normalization sublayers; the families add the recurrent ones."""
+        self.input_norm = self._make_norm("input_norm", self.gate_count)
+
+    @staticmethod
+    def _normalized(norm, x):
+        return x if norm is None else norm(x)
+
+    def _own_weights(self):
+        """The cell's own weights, without its normalization sublayers'."""
+        sublayer_weights = {
+            id(w) for layer in self._sublayers() for w in layer.weights
+        }
+        return [w for w in self.weights if id(w) not in sublayer_weights]
+
+    def _sublayers(self):
+        names = ("input_norm", "recurrent_norm", "candidate_norm", "cell_norm")
+        return [
+            layer
+            for layer in (getattr(self, name, None) for name in names)
+            if layer is not None
+        ]
 
     def load_own_variables(self, store):
         # Keras assigns the saved weights one at a time: from a file whose
         # last weight does not fit (another `reset_after`, say), the first
         # ones would be overwritten before the error. Check every shape
         # first, so that a failed load leaves the cell as it was.
-        weights = self.weights
+        weights = self._own_weights()
         if len(store.keys()) == len(weights):
             for i, weight in enumerate(weights):
                 saved = tuple(store[f"{i}"].shape)
@@ -397,6 +498,9 @@ class ConvRNNCellBase(keras.layers.Layer, DropoutRNNCell):
     def input_projection(self, inputs):
         """Input-to-state convolution of all gates, plus the input bias.
 
+        With `normalization`, each gate's block of the convolution is
+        normalized (per frame) before the bias is added.
+
         Args:
             inputs: frames `(n, *spatial, channels)` (channels_last) or
                 `(n, channels, *spatial)`; `n` may be batch * time.
@@ -411,6 +515,9 @@ class ConvRNNCellBase(keras.layers.Layer, DropoutRNNCell):
             padding=self.padding,
             dilation_rate=self.dilation_rate,
         )
+        # Per frame: the projection of `batch * time` frames is normalized
+        # frame by frame, exactly as step by step.
+        projection = self._normalized(self.input_norm, projection)
         return self._add_channel_bias(projection, self.input_bias())
 
     def recurrent_conv(self, state, kernel):
@@ -468,6 +575,17 @@ class ConvRNNCellBase(keras.layers.Layer, DropoutRNNCell):
 
     def split_gates(self, x, count=None):
         return ops.split(x, count or self.gate_count, axis=self.channel_axis)
+
+    def split_channels(self, x, index):
+        """`x` cut in two along the channel axis, before `index`.
+
+        Static slices, not `ops.split(x, [index])`: with a list of indices
+        Keras's torch backend calls `.tolist()`, which `torch.export` (and
+        so `model.export` and ONNX export on torch) cannot trace.
+        """
+        axis = self.channel_axis % len(x.shape)
+        head = (slice(None),) * axis
+        return x[head + (slice(None, index),)], x[head + (slice(index, None),)]
 
     @property
     def projection_channels(self):
@@ -598,6 +716,9 @@ class ConvRNNCellBase(keras.layers.Layer, DropoutRNNCell):
             "dropout": self.dropout,
             "recurrent_dropout": self.recurrent_dropout,
             "seed": self.seed,
+            "normalization": self.normalization,
+            "norm_groups": self.norm_groups,
+            "norm_epsilon": self.norm_epsilon,
         }
         return {**super().get_config(), **config}
 

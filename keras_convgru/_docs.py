@@ -65,6 +65,46 @@ COMMON_CELL_ARGS = """
             per sequence, shared by all gates).
         seed: int, random seed for dropout."""
 
+NORMALIZATION_ARGS = """
+        normalization: `None` (default), `"layer"` or `"group"`:
+            normalize each gate's block of the input and of the recurrent
+            convolution inside the cell (see `N` above). `None` is the
+            plain cell, with its weights unchanged.
+        norm_groups: int (default 1), with `normalization="group"` the
+            number of groups each gate's block of `filters` channels is
+            split into; must divide `filters`. `"layer"` is one group per
+            block and ignores it.
+        norm_epsilon: float (default `1e-3`), the `ε` added to the
+            variance."""
+
+# What `N` is, for both families' equations.
+NORMALIZATION_DEFINITION = """
+    `N` (`normalization="layer"` or `"group"`, one per normalized term,
+    each with its own scale `γ` and shift `β`, one per channel) normalizes
+    per sample, as `keras.layers.GroupNormalization` does:
+
+    ```
+    N(y)[b, p, k] = γ[k] ⊙ (y[b, p, k] − μ[b, g]) / √(σ²[b, g] + ε) + β[k]
+    ```
+
+    with `μ[b, g]`, `σ²[b, g]` the mean and variance of sample `b`'s group
+    `g` (the group of channel `k`) over every pixel `p` and the group's
+    channels, and `ε` = `norm_epsilon`. The groups never straddle two
+    gates: with `"layer"` each gate's block of `filters` channels is one
+    group, with `"group"` it is split into `norm_groups` groups of
+    `filters / norm_groups` consecutive channels. The statistics are
+    computed in float32 under mixed precision (and, as Keras's
+    normalization layers do off TensorFlow, for float64 inputs on JAX
+    and PyTorch too). Normalizing `W * x` is per
+    frame, so the input projection of all time steps still runs once,
+    before the time loop; frame sizes may stay unknown. The biases (and
+    peepholes) are added after the normalization. Each normalized term is
+    a `keras.layers.GroupNormalization` sublayer of the cell; their
+    weights `gamma` and `beta` follow the plain weights (paths
+    `cell/<sublayer>/gamma`, `cell/<sublayer>/beta`), in the order of the
+    table below.
+"""
+
 LAYER_ARGS = """
         activity_regularizer: regularizer of the layer's output.
         return_sequences: bool (default `False`), return the whole output

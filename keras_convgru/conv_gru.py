@@ -1,11 +1,12 @@
 """Convolutional GRU: cells and layers in 1D, 2D and 3D."""
 
 import keras
-from keras import ops
 
 from keras_convgru._conv_base import ConvRNNCellBase
 from keras_convgru._conv_base import fixed_rank_config
 from keras_convgru._conv_base import named_arguments
+from keras_convgru._docs import NORMALIZATION_ARGS
+from keras_convgru._docs import NORMALIZATION_DEFINITION
 from keras_convgru._docs import Family
 from keras_convgru._docs import cell_doc
 from keras_convgru._docs import layer_doc
@@ -14,7 +15,8 @@ from keras_convgru.conv_rnn import cell_argument
 
 _register = keras.saving.register_keras_serializable(package="keras_convgru")
 
-_GRU_MATH = """
+_GRU_MATH = (
+    """
     With `*` a convolution and `⊙` an elementwise product, gates in the
     order z, r, h exactly as `keras.layers.GRUCell`:
 
@@ -51,11 +53,40 @@ _GRU_MATH = """
 
     With an all-ones `kernel_size` on 1-pixel frames this is exactly
     `keras.layers.GRU` with the same (reshaped) weights.
-"""
 
-_RESET_AFTER_ARG = """
+    **Normalization** (`normalization="layer"` or `"group"`): each gate's
+    block of the input convolution and of the state's convolutions is
+    normalized before the biases are added (`bxz + bhz` is `bz` above):
+
+    ```
+    reset_after=True:
+      z  = σ(N(Wz * x) + bxz + N(Uz * h) + bhz)
+      r  = σ(N(Wr * x) + bxr + N(Ur * h) + bhr)
+      h̃  = tanh(N(Wh * x) + bxh + r ⊙ (N(Uh * h) + bhh))
+    reset_after=False:
+      z  = σ(N(Wz * x) + N(Uz * h) + bz)
+      r  = σ(N(Wr * x) + N(Ur * h) + br)
+      h̃  = tanh(N(Wh * x) + N(Uh * (r ⊙ h)) + bh)
+    h' = z ⊙ h + (1 − z) ⊙ h̃
+    ```
+"""
+    + NORMALIZATION_DEFINITION
+    + """
+    | sublayer (`reset_after`) | normalizes | `gamma`, `beta` |
+    | --- | --- | --- |
+    | `input_norm` | `W * x` (z, r, h) | `(3 * filters,)` |
+    | `recurrent_norm` (`True`) | `U * h` (z, r, h) | `(3 * filters,)` |
+    | `recurrent_norm` (`False`) | `Uz * h`, `Ur * h` | `(2 * filters,)` |
+    | `candidate_norm` (`False` only) | `Uh * (r ⊙ h)` | `(filters,)` |
+"""
+)
+
+_GRU_ARGS = (
+    """
         reset_after: bool (default `True`), apply the reset gate after the
             state's convolution (see above)."""
+    + NORMALIZATION_ARGS
+)
 
 
 _GRU_INTRO = """
@@ -69,7 +100,7 @@ _GRU_INTRO = """
 GRU = Family(
     name="ConvGRU",
     math=_GRU_MATH,
-    family_args=_RESET_AFTER_ARG,
+    family_args=_GRU_ARGS,
     state_names=("h",),
     layer_intro=_GRU_INTRO,
 )
@@ -108,12 +139,27 @@ class ConvGRUCell(ConvRNNCellBase):
         seed=None,
         *,
         reset_after=True,
+        normalization=None,
+        norm_groups=1,
+        norm_epsilon=1e-3,
         **kwargs,
     ):
         arguments = named_arguments(locals())
         del arguments["reset_after"]
         super().__init__(**arguments, **kwargs)
         self.reset_after = bool(reset_after)
+        self.recurrent_norm = None
+        self.candidate_norm = None
+
+    def _build_normalization(self):
+        super()._build_normalization()
+        if self.reset_after:
+            self.recurrent_norm = self._make_norm("recurrent_norm", 3)
+        else:
+            # Two state-to-state convolutions: z and r on `h`, then the
+            # candidate's on `r ⊙ h`.
+            self.recurrent_norm = self._make_norm("recurrent_norm", 2)
+            self.candidate_norm = self._make_norm("candidate_norm", 1)
 
     def _bias_shape(self):
         if self.reset_after:
@@ -130,24 +176,27 @@ class ConvGRUCell(ConvRNNCellBase):
         h_conv_input = self._masked_state(h_tm1, recurrent_dropout_mask)
         # z and r are computed together: one add and one activation over
         # 2 * filters channels (fewer, larger ops inside the time loop).
-        zr = [2 * self.filters]
-        x_zr, x_h = ops.split(projection, zr, axis=self.channel_axis)
+        zr = 2 * self.filters
+        x_zr, x_h = self.split_channels(projection, zr)
 
         if self.reset_after:
             recurrent = self.recurrent_conv(h_conv_input, self.recurrent_kernel)
+            recurrent = self._normalized(self.recurrent_norm, recurrent)
             if self.use_bias:
                 recurrent = self._add_channel_bias(recurrent, self.bias[1])
-            h_zr, h_h = ops.split(recurrent, zr, axis=self.channel_axis)
+            h_zr, h_h = self.split_channels(recurrent, zr)
             z, r = self.split_gates(self.recurrent_activation(x_zr + h_zr), 2)
             h_tilde = self.activation(x_h + r * h_h)
         else:
             h_zr = self.recurrent_conv(
-                h_conv_input, self.recurrent_kernel[..., : zr[0]]
+                h_conv_input, self.recurrent_kernel[..., :zr]
             )
+            h_zr = self._normalized(self.recurrent_norm, h_zr)
             z, r = self.split_gates(self.recurrent_activation(x_zr + h_zr), 2)
             h_h = self.recurrent_conv(
-                r * h_conv_input, self.recurrent_kernel[..., zr[0] :]
+                r * h_conv_input, self.recurrent_kernel[..., zr:]
             )
+            h_h = self._normalized(self.candidate_norm, h_h)
             h_tilde = self.activation(x_h + h_h)
 
         # z * h + (1 - z) * h_tilde, in one op less.
@@ -187,6 +236,9 @@ class _ConvGRUFixedRankCell(ConvGRUCell):
         seed=None,
         *,
         reset_after=True,
+        normalization=None,
+        norm_groups=1,
+        norm_epsilon=1e-3,
         **kwargs,
     ):
         super().__init__(self.rank, **named_arguments(locals()), **kwargs)
@@ -241,6 +293,9 @@ class _ConvGRULayer(ConvRecurrentLayer):
         seed=None,
         *,
         reset_after=True,
+        normalization=None,
+        norm_groups=1,
+        norm_epsilon=1e-3,
         activity_regularizer=None,
         return_sequences=False,
         return_state=False,

@@ -741,6 +741,9 @@ class ConvRecurrentLayer(ConvRNN):
     dropout = cell_argument("dropout")
     recurrent_dropout = cell_argument("recurrent_dropout")
     seed = cell_argument("seed")
+    normalization = cell_argument("normalization")
+    norm_groups = cell_argument("norm_groups")
+    norm_epsilon = cell_argument("norm_epsilon")
 
     def get_config(self):
         config = super().get_config()

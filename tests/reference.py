@@ -103,6 +103,56 @@ def conv_nd(x, w, strides=1, padding="valid", dilation_rate=1):
     return out
 
 
+def group_norm(x, gamma, beta, groups, epsilon):
+    """Group normalization of one block, channels_last, per sample.
+
+    ``x`` is ``(batch, *spatial, channels)``; the channels are split into
+    ``groups`` consecutive groups, and each sample's group is normalized
+    over its spatial axes and its channels (population variance), then
+    scaled by ``gamma`` and shifted by ``beta`` per channel. ``groups=1``
+    is the layer normalization of the block.
+    """
+    x = np.asarray(x, np.float64)
+    channels = x.shape[-1]
+    width = channels // groups
+    out = np.empty_like(x)
+    for g in range(groups):
+        block = x[..., g * width : (g + 1) * width]
+        axes = tuple(range(1, x.ndim))
+        mean = block.mean(axis=axes, keepdims=True)
+        variance = ((block - mean) ** 2).mean(axis=axes, keepdims=True)
+        out[..., g * width : (g + 1) * width] = (block - mean) / np.sqrt(
+            variance + epsilon
+        )
+    return out * np.asarray(gamma, np.float64) + np.asarray(beta, np.float64)
+
+
+def _normalize_gates(x, gates, norm, which):
+    """Each gate's block of ``x`` normalized on its own, or ``x`` as is.
+
+    ``norm`` is ``None`` or a dict with ``"groups"``, ``"epsilon"`` and,
+    per normalized term ``which``, a ``(gamma, beta)`` pair covering the
+    ``gates`` blocks of ``x``.
+    """
+    if norm is None:
+        return x
+    gamma, beta = (np.asarray(a, np.float64) for a in norm[which])
+    n = x.shape[-1] // gates
+    blocks = []
+    for g in range(gates):
+        part = slice(g * n, (g + 1) * n)
+        blocks.append(
+            group_norm(
+                x[..., part],
+                gamma[part],
+                beta[part],
+                norm["groups"],
+                norm["epsilon"],
+            )
+        )
+    return np.concatenate(blocks, axis=-1)
+
+
 def _time_order(time_steps, go_backwards):
     steps = range(time_steps)
     return list(reversed(steps)) if go_backwards else list(steps)
@@ -138,11 +188,20 @@ def conv_gru_reference(
     go_backwards=False,
     activation=np.tanh,
     recurrent_activation=sigmoid,
+    norm=None,
 ):
     """ConvGRU over a sequence, channels_last, gate order z, r, h.
 
     ``bias`` is ``(3f,)``, ``(2, 3f)`` when ``reset_after`` (row 0 input
     bias, row 1 recurrent bias), or ``None`` (``use_bias=False``).
+
+    ``norm`` (``normalization="layer"`` or ``"group"``): ``None`` or a dict
+    with ``"groups"`` (1 for ``"layer"``), ``"epsilon"`` and ``(gamma,
+    beta)`` pairs: ``"input"`` (3f, for ``W * x``), ``"recurrent"`` (3f for
+    ``U * h``; with ``reset_after=False`` 2f, for ``Uz * h`` and ``Ur * h``)
+    and, with ``reset_after=False``, ``"candidate"`` (f, for
+    ``Uh * (r ⊙ h)``). Each gate's block is normalized on its own and the
+    biases are added after the normalization.
 
     A masked step (``mask[b, t] == 0``) keeps the state and repeats the
     previous output (zeros before the first output), as ``keras.layers.GRU``
@@ -185,26 +244,35 @@ def conv_gru_reference(
     previous_output = np.zeros_like(h)
     outputs = []
     for t in _time_order(x_seq.shape[1], go_backwards):
-        x_proj = (
-            conv_nd(x_seq[:, t], kernel, strides, padding, dilation_rate)
-            + input_bias
-        )
+        x_conv = conv_nd(x_seq[:, t], kernel, strides, padding, dilation_rate)
+        x_proj = _normalize_gates(x_conv, 3, norm, "input") + input_bias
         x_z = x_proj[..., :f]
         x_r = x_proj[..., f : 2 * f]
         x_h = x_proj[..., 2 * f :]
 
-        z = recurrent_activation(
-            x_z + recurrent_conv(h, u_z) + recurrent_bias[:f]
-        )
+        if reset_after:
+            h_conv = np.concatenate(
+                [recurrent_conv(h, u) for u in (u_z, u_r, u_h)], axis=-1
+            )
+            h_proj = _normalize_gates(h_conv, 3, norm, "recurrent")
+        else:
+            h_conv = np.concatenate(
+                [recurrent_conv(h, u) for u in (u_z, u_r)], axis=-1
+            )
+            h_proj = _normalize_gates(h_conv, 2, norm, "recurrent")
+        z = recurrent_activation(x_z + h_proj[..., :f] + recurrent_bias[:f])
         r = recurrent_activation(
-            x_r + recurrent_conv(h, u_r) + recurrent_bias[f : 2 * f]
+            x_r + h_proj[..., f : 2 * f] + recurrent_bias[f : 2 * f]
         )
         if reset_after:
             h_tilde = activation(
-                x_h + r * (recurrent_conv(h, u_h) + recurrent_bias[2 * f :])
+                x_h + r * (h_proj[..., 2 * f :] + recurrent_bias[2 * f :])
             )
         else:
-            h_tilde = activation(x_h + recurrent_conv(r * h, u_h))
+            candidate = _normalize_gates(
+                recurrent_conv(r * h, u_h), 1, norm, "candidate"
+            )
+            h_tilde = activation(x_h + candidate)
         h_new = z * h + (1.0 - z) * h_tilde
 
         keep = _step_mask(mask, t, h)
@@ -229,11 +297,24 @@ def conv_lstm_reference(
     go_backwards=False,
     activation=np.tanh,
     recurrent_activation=sigmoid,
+    peephole_kernel=None,
+    norm=None,
 ):
     """ConvLSTM over a sequence, channels_last, gate order i, f, c, o.
 
     ``bias`` is ``(4f,)`` or ``None``. Masking and output order as in
     :func:`conv_gru_reference`.
+
+    ``peephole_kernel`` (Shi et al. 2015): ``None``, ``(3, f)`` (one weight
+    per channel, ``peepholes="channel"``) or ``(3, *state_spatial, f)`` (one
+    per pixel and channel, ``"full"``), rows ``wci, wcf, wco``: ``i`` and
+    ``f`` see the old cell state ``c``, ``o`` the new one ``c'``.
+
+    ``norm``: ``None`` or a dict with ``"groups"``, ``"epsilon"`` and
+    ``(gamma, beta)`` pairs ``"input"`` (4f, ``W * x``), ``"recurrent"``
+    (4f, ``U * h``) and ``"cell"`` (f, ``c'`` before the output ``tanh``;
+    the carried ``c'`` is not normalized). Biases and peepholes are added
+    after the normalization.
 
     Returns:
         ``(outputs, h_T, c_T)``.
@@ -255,17 +336,23 @@ def conv_lstm_reference(
     c = zeros.copy() if c0 is None else np.asarray(c0, np.float64)
     previous_output = np.zeros_like(h)
     outputs = []
+    if peephole_kernel is None:
+        w_ci = w_cf = w_co = 0.0
+    else:
+        w_ci, w_cf, w_co = np.asarray(peephole_kernel, np.float64)
     for t in _time_order(x_seq.shape[1], go_backwards):
+        x_conv = conv_nd(x_seq[:, t], kernel, strides, padding, dilation_rate)
+        h_conv = conv_nd(h, recurrent_kernel, strides=1, padding="same")
         pre = (
-            conv_nd(x_seq[:, t], kernel, strides, padding, dilation_rate)
+            _normalize_gates(x_conv, 4, norm, "input")
+            + _normalize_gates(h_conv, 4, norm, "recurrent")
             + bias
-            + conv_nd(h, recurrent_kernel, strides=1, padding="same")
         )
-        i = recurrent_activation(gate(pre, 0))
-        f = recurrent_activation(gate(pre, 1))
+        i = recurrent_activation(gate(pre, 0) + w_ci * c)
+        f = recurrent_activation(gate(pre, 1) + w_cf * c)
         c_new = f * c + i * activation(gate(pre, 2))
-        o = recurrent_activation(gate(pre, 3))
-        h_new = o * activation(c_new)
+        o = recurrent_activation(gate(pre, 3) + w_co * c_new)
+        h_new = o * activation(_normalize_gates(c_new, 1, norm, "cell"))
 
         keep = _step_mask(mask, t, h)
         h = np.where(keep, h_new, h)
@@ -289,10 +376,17 @@ def channels_first(reference):
 
     Sequences are ``(batch, time, channels, *spatial)``; states and
     per-step outputs are ``(batch, filters, *spatial)``. Kernels keep their
-    layout (Keras does not change weight layouts with ``data_format``).
+    layout (Keras does not change weight layouts with ``data_format``);
+    a ``"full"`` peephole kernel is ``(3, filters, *spatial)``.
     """
 
     def wrapped(x_seq, *args, h0=None, c0=None, **kwargs):
+        peephole_kernel = kwargs.get("peephole_kernel")
+        if peephole_kernel is not None and np.ndim(peephole_kernel) > 2:
+            # "full": (3, f, *spatial) with channels_first.
+            kwargs["peephole_kernel"] = _channels_first_to_last(
+                np.asarray(peephole_kernel), 1
+            )
         x_seq = _channels_first_to_last(np.asarray(x_seq), 2)
         if h0 is not None:
             kwargs["h0"] = _channels_first_to_last(np.asarray(h0), 1)

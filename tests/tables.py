@@ -40,9 +40,22 @@ def randomize_weights(layer, rng, scale):
 
 
 def contract_weight_shapes(
-    family, kernel_size, in_channels, filters, use_bias=True, reset_after=True
+    family,
+    kernel_size,
+    in_channels,
+    filters,
+    use_bias=True,
+    reset_after=True,
+    peepholes=None,
+    normalization=None,
+    state_spatial=None,
+    data_format="channels_last",
 ):
-    """`kernel`, `recurrent_kernel` and (maybe) `bias`, as documented."""
+    """The weights' shapes in the documented order: `kernel`,
+    `recurrent_kernel`, (maybe) `bias`, (LSTM, maybe) `peephole_kernel`,
+    then with `normalization` the `gamma`, `beta` pairs of
+    `norm_weight_names`. `state_spatial` is needed for `peepholes="full"`.
+    """
     units = GATES[family] * filters
     shapes = [
         tuple(kernel_size) + (in_channels, units),
@@ -51,4 +64,23 @@ def contract_weight_shapes(
     if use_bias:
         two_biases = family == "gru" and reset_after
         shapes.append((2, units) if two_biases else (units,))
+    if peepholes == "channel":
+        shapes.append((3, filters))
+    elif peepholes == "full":
+        if data_format == "channels_last":
+            shapes.append((3, *state_spatial, filters))
+        else:
+            shapes.append((3, filters, *state_spatial))
+    if normalization is not None:
+        for _, blocks in norm_blocks(family, reset_after):
+            shapes += [(blocks * filters,)] * 2
     return shapes
+
+
+def norm_blocks(family, reset_after=True):
+    """The normalized terms, as documented: (sublayer name, gate blocks)."""
+    if family == "lstm":
+        return [("input_norm", 4), ("recurrent_norm", 4), ("cell_norm", 1)]
+    if reset_after:
+        return [("input_norm", 3), ("recurrent_norm", 3)]
+    return [("input_norm", 3), ("recurrent_norm", 2), ("candidate_norm", 1)]

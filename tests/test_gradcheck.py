@@ -5,10 +5,11 @@ jax.grad, torch.autograd) for the inputs, the initial states and every
 weight is compared with central differences of the loss along random
 directions: over the whole tensor for the inputs and states, and over each
 gate's block of the fused weights (so every gate of every weight is
-checked). The loss is a fixed random linear function of
-the output sequence and of the final states, so every output takes part;
-one sample has a masked step, so the gradient through a masked step is
-checked too.
+checked; the peephole kernel row by row, the normalization scales and
+shifts gate block by gate block). The loss is a fixed random linear
+function of the output sequence and of the final states, so every output
+takes part; one sample has a masked step, so the gradient through a
+masked step is checked too.
 
 TensorFlow and PyTorch: second-order differences with a 1e-6 step agree
 with autodiff to 1e-7 relative (checked to rtol 1e-6). JAX: XLA's CPU
@@ -17,6 +18,13 @@ steps), so a 1e-6 step would measure that noise; the check there uses a
 1e-2 step and fourth-order differences, which agree to about 1e-4 absolute
 (checked to rtol 1e-3, atol 2e-4: still far below the O(1) error of a
 miswired gate or weight).
+
+Normalization on PyTorch: Keras's `GroupNormalization` (the cells'
+normalization sublayers) computes its statistics in float32 for float64
+inputs on JAX and PyTorch (`keras.backend.result_type` maps 64-bit types
+to 32-bit ones off TensorFlow, as all of Keras's normalization layers
+use it), so those cases are float32-accurate there and take JAX's
+settings on PyTorch too.
 """
 
 import contextlib
@@ -36,12 +44,31 @@ CASES = {
     "gru-reset_after": (kc.ConvGRU2D, {"reset_after": True}),
     "gru-reset_before": (kc.ConvGRU2D, {"reset_after": False}),
     "lstm": (kc.ConvLSTM2D, {}),
+    "gru-reset_after-layer-norm": (
+        kc.ConvGRU2D,
+        {"reset_after": True, "normalization": "layer"},
+    ),
+    "gru-reset_before-group-norm": (
+        kc.ConvGRU2D,
+        {"reset_after": False, "normalization": "group", "norm_groups": 2},
+    ),
+    "lstm-peepholes-channel-layer-norm": (
+        kc.ConvLSTM2D,
+        {"peepholes": "channel", "normalization": "layer"},
+    ),
+    "lstm-peepholes-full-group-norm": (
+        kc.ConvLSTM2D,
+        {"peepholes": "full", "normalization": "group", "norm_groups": 2},
+    ),
 }
 
 
-def difference_settings():
-    """(step, stencil, rtol, atol) for this backend; see the docstring."""
-    if keras.backend.backend() == "jax":
+def difference_settings(name=""):
+    """(step, stencil, rtol, atol) for this backend and case; see the
+    docstring."""
+    backend = keras.backend.backend()
+    float32_statistics = backend == "torch" and "norm" in name
+    if backend == "jax" or float32_statistics:
         return 1e-2, "fourth-order", 1e-3, 2e-4
     return 1e-6, "second-order", 1e-6, 1e-9
 
@@ -155,8 +182,8 @@ def backend_functions(loss, arrays):
     ]
 
 
-def directional_difference(value, arrays, index, direction):
-    step, stencil, _, _ = difference_settings()
+def directional_difference(value, arrays, index, direction, name=""):
+    step, stencil, _, _ = difference_settings(name)
 
     def at(t):
         moved = list(arrays)
@@ -168,20 +195,31 @@ def directional_difference(value, arrays, index, direction):
     return (-at(2) + 8 * at(1) - 8 * at(-1) + at(-2)) / (12 * step)
 
 
-def probe_directions(shape, gates, rng):
+def probe_directions(shape, gates, rng, axis=-1):
     """Random directions: over the whole tensor, or (fused weights) one per
-    gate block of the last axis, so every gate of every weight is probed."""
+    gate block of `axis`, so every gate of every weight is probed."""
     if gates == 1:
         return [rng.normal(size=shape)]
-    width = shape[-1] // gates
+    axis = axis % len(shape)
+    width = shape[axis] // gates
     directions = []
     for gate in range(gates):
         v = np.zeros(shape)
-        v[..., gate * width : (gate + 1) * width] = rng.normal(
-            size=shape[:-1] + (width,)
+        block = (slice(None),) * axis + (
+            slice(gate * width, (gate + 1) * width),
         )
+        v[block] = rng.normal(size=v[block].shape)
         directions.append(v)
     return directions
+
+
+def weight_blocks(weight, cell):
+    """(blocks, axis) of a weight: one probe per gate (or peephole row)."""
+    if weight.name == "peephole_kernel":
+        return 3, 0  # rows wci, wcf, wco
+    if weight.name in ("gamma", "beta"):
+        return weight.shape[0] // cell.filters, -1  # one per gate block
+    return cell.gate_count, -1
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -199,16 +237,21 @@ def test_autodiff_gradients_match_central_differences(name, float64):
         + [w.path for w in layer.weights]
     )
     assert len(autodiff) == len(arrays) == len(names)
-    _, _, rtol, atol = difference_settings()
+    _, _, rtol, atol = difference_settings(name)
     for index, (what, array, gradient) in enumerate(
         zip(names, arrays, autodiff)
     ):
         assert gradient.shape == array.shape, what
         assert np.all(np.isfinite(gradient)), what
         is_weight = index > state_count
-        gates = layer.cell.gate_count if is_weight else 1
-        for direction in probe_directions(array.shape, gates, rng):
-            expected = directional_difference(value, arrays, index, direction)
+        gates, axis = 1, -1
+        if is_weight:
+            weight = layer.weights[index - 1 - state_count]
+            gates, axis = weight_blocks(weight, layer.cell)
+        for direction in probe_directions(array.shape, gates, rng, axis):
+            expected = directional_difference(
+                value, arrays, index, direction, name
+            )
             actual = float(np.sum(gradient * direction))
             assert expected != 0.0, what
             np.testing.assert_allclose(

@@ -44,9 +44,23 @@ def tuples(rank, low, high):
     return st.tuples(*[st.integers(low, high)] * rank)
 
 
+# (peepholes, normalization) of the extended tests: every pair but the
+# plain cell, which the plain tests draw.
+LSTM_OPTIONS = [
+    (p, n)
+    for p in (None, "channel", "full")
+    for n in (None, "layer", "group")
+    if (p, n) != (None, None)
+]
+GRU_OPTIONS = [(None, "layer"), (None, "group")]
+
+
 @st.composite
-def cases(draw, family):
-    """One set of layer arguments and input sizes."""
+def cases(draw, family, extended=False):
+    """One set of layer arguments and input sizes.
+
+    `extended`: also peepholes (LSTM) and normalization, never both off.
+    """
     rank = draw(st.integers(1, 3))
     formats = ["channels_last", "channels_first"]
     kernel_size = draw(tuples(rank, 1, 3))
@@ -86,6 +100,15 @@ def cases(draw, family):
     # states, which `ConvRNN` fixes; a plain keras.layers.RNN runs unmasked.
     patterns = MASK_PATTERNS if case["stepper"] == "layer" else ("none",)
     case["mask"] = draw(st.sampled_from(patterns))
+    if extended:
+        options = LSTM_OPTIONS if family == "lstm" else GRU_OPTIONS
+        peepholes, normalization = draw(st.sampled_from(options))
+        case["peepholes"] = peepholes
+        case["normalization"] = normalization
+        divisors = [g for g in (1, 2, 3) if case["filters"] % g == 0]
+        groups = draw(st.sampled_from(divisors))
+        case["norm_groups"] = groups if normalization == "group" else 1
+        case["norm_epsilon"] = draw(st.sampled_from([1e-3, 0.1]))
     return case
 
 
@@ -144,6 +167,9 @@ def cell_arguments(case):
     }
     if case["family"] == "gru":
         arguments["reset_after"] = case["reset_after"]
+    for name in ("peepholes", "normalization", "norm_groups", "norm_epsilon"):
+        if case.get(name) is not None:
+            arguments[name] = case[name]
     # The weights are set from the test's generator; skipping the default
     # (orthogonal) initialization saves a compilation per shape on JAX.
     arguments["kernel_initializer"] = "zeros"
@@ -163,17 +189,64 @@ def make_layer(case):
     return keras.layers.RNN(CELLS[key](**cell_arguments(case)), **rnn_arguments)
 
 
+def state_spatial(case):
+    return reference.conv_output_spatial_shape(
+        case["spatial"],
+        case["kernel_size"],
+        case["strides"],
+        case["padding"],
+        case["dilation_rate"],
+    )
+
+
 def random_weights(case, rng):
-    """Kernel, recurrent kernel and bias in the documented layout."""
+    """Every weight in the documented layout (and the layer's format).
+
+    Normalization scales (`gamma`) are drawn around 1, the other weights
+    around 0.
+    """
+    reset_after = case["family"] == "gru" and case["reset_after"]
     shapes = contract_weight_shapes(
         case["family"],
         case["kernel_size"],
         case["channels"],
         case["filters"],
         use_bias=case["use_bias"],
-        reset_after=case["family"] == "gru" and case["reset_after"],
+        reset_after=reset_after,
+        peepholes=case.get("peepholes"),
+        normalization=case.get("normalization"),
+        state_spatial=state_spatial(case),
+        data_format=case["data_format"],
     )
-    return tables.random_weights(shapes, rng, WEIGHT_SCALE)
+    weights = tables.random_weights(shapes, rng, WEIGHT_SCALE)
+    if case.get("normalization") is not None:
+        terms = tables.norm_blocks(case["family"], reset_after)
+        first = len(weights) - 2 * len(terms)
+        for k in range(len(terms)):
+            weights[first + 2 * k] += 1.0
+    return weights
+
+
+def reference_options(case, weights):
+    """The reference's `peephole_kernel` and `norm` from the weights."""
+    options = {}
+    index = 3 if case["use_bias"] else 2
+    peepholes = case.get("peepholes")
+    if peepholes is not None:
+        kernel = weights[index]
+        if peepholes == "full" and case["data_format"] == "channels_first":
+            kernel = np.moveaxis(kernel, 1, -1)
+        options["peephole_kernel"] = kernel
+        index += 1
+    if case.get("normalization") is not None:
+        reset_after = case["family"] == "gru" and case["reset_after"]
+        norm = {"groups": case["norm_groups"], "epsilon": case["norm_epsilon"]}
+        for name, _ in tables.norm_blocks(case["family"], reset_after):
+            norm[name.removesuffix("_norm")] = weights[index : index + 2]
+            index += 2
+        options["norm"] = norm
+    assert index == len(weights)
+    return options
 
 
 def run_reference(case, x, weights, mask, states):
@@ -186,6 +259,7 @@ def run_reference(case, x, weights, mask, states):
         "dilation_rate": case["dilation_rate"],
         "go_backwards": case["go_backwards"],
         "mask": mask,
+        **reference_options(case, weights),
     }
     if case["family"] == "gru":
         kwargs["reset_after"] = case["reset_after"]
@@ -207,14 +281,7 @@ def check_layer_against_reference(case):
     mask = make_mask(case["mask"], case["batch"], case["time"], rng)
     states = None
     if case["initial_state"]:
-        state_spatial = reference.conv_output_spatial_shape(
-            case["spatial"],
-            case["kernel_size"],
-            case["strides"],
-            case["padding"],
-            case["dilation_rate"],
-        )
-        state_shape = (case["batch"], *state_spatial, case["filters"])
+        state_shape = (case["batch"], *state_spatial(case), case["filters"])
         count = 1 if case["family"] == "gru" else 2
         states = [
             rng.uniform(-0.5, 0.5, size=state_shape).astype("float32")
@@ -275,6 +342,9 @@ def example_case(family, **options):
     }
     if family == "gru":
         case.setdefault("reset_after", True)
+    if case.get("normalization") is not None:
+        case.setdefault("norm_groups", 1)
+        case.setdefault("norm_epsilon", 1e-3)
     return case
 
 
@@ -285,6 +355,30 @@ def example_case(family, **options):
 @example(example_case("gru", reset_after=False, stepper="keras.layers.RNN"))
 @given(cases("gru"))
 def test_conv_gru_matches_numpy_reference_for_any_arguments(case):
+    check_layer_against_reference(case)
+
+
+@given(cases("gru", extended=True))
+def test_conv_gru_with_normalization_matches_numpy_reference(case):
+    check_layer_against_reference(case)
+
+
+@example(example_case("lstm", peepholes="full", normalization="layer"))
+@example(
+    example_case(
+        "lstm",
+        peepholes="channel",
+        normalization="group",
+        filters=2,
+        norm_groups=2,
+        data_format="channels_last",
+        stepper="keras.layers.RNN",
+    )
+)
+@given(cases("lstm", extended=True))
+def test_conv_lstm_with_peepholes_and_normalization_matches_numpy_reference(
+    case,
+):
     check_layer_against_reference(case)
 
 

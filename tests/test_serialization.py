@@ -34,6 +34,9 @@ OBJECT_ARGUMENTS = (
     "kernel_constraint",
     "recurrent_constraint",
     "bias_constraint",
+    "peephole_initializer",
+    "peephole_regularizer",
+    "peephole_constraint",
     "activity_regularizer",
 )
 
@@ -69,10 +72,17 @@ def non_default_cell_arguments(rank, family, spacing):
         arguments["strides"] = (2, 1, 3)[:rank]
     else:
         arguments["dilation_rate"] = (2, 1, 3)[:rank]
+    arguments["normalization"] = "group"
+    arguments["norm_groups"] = 3
+    arguments["norm_epsilon"] = 0.01
     if family == "gru":
         arguments["reset_after"] = False
     else:
         arguments["unit_forget_bias"] = False
+        arguments["peepholes"] = "full"
+        arguments["peephole_initializer"] = keras.initializers.Constant(0.1)
+        arguments["peephole_regularizer"] = keras.regularizers.L1(0.01)
+        arguments["peephole_constraint"] = keras.constraints.NonNeg()
     return arguments
 
 
@@ -309,6 +319,37 @@ def test_functional_model_loads_with_custom_objects(tmp_path, rng):
     model.save(path)
     loaded = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS)
     assert_same_model(model, loaded, random_inputs(model, rng))
+
+
+def test_model_with_peepholes_and_normalization_saves_and_loads(tmp_path, rng):
+    frames = keras.Input((3, 5, 4, 2))
+    x = kc.ConvLSTM2D(
+        2,
+        3,
+        padding="same",
+        return_sequences=True,
+        peepholes="full",
+        normalization="group",
+        norm_groups=2,
+    )(frames)
+    x = kc.ConvGRU2D(
+        2, 3, normalization="layer", reset_after=False, return_sequences=True
+    )(x)
+    x = kc.ConvRNN(
+        [
+            kc.ConvLSTM2DCell(2, 1, peepholes="channel"),
+            kc.ConvGRU2DCell(2, 1, normalization="layer", norm_epsilon=0.1),
+        ]
+    )(x)
+    model = keras.Model(frames, x)
+    for weight in model.weights:
+        weight.assign(rng.normal(scale=0.4, size=weight.shape))
+    path = tmp_path / "options.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert_same_model(
+        model, loaded, rng.normal(size=(2, 3, 5, 4, 2)).astype("float32")
+    )
 
 
 def test_sequential_model_saves_and_loads(tmp_path, rng):
