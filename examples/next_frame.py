@@ -1,4 +1,4 @@
-"""Next-frame prediction on Moving Digits: ConvGRU2D against two ConvLSTM2Ds.
+"""Next-frame prediction on Moving Digits: ConvGRU2D and ConvLSTM2D variants.
 
 The data follow the Moving-MNIST protocol with scikit-learn's bundled 8x8
 handwritten digits (`sklearn.datasets.load_digits`, nothing is downloaded):
@@ -6,9 +6,12 @@ two digits, upscaled to 16x16, bounce inside 64x64 frames; a model sees 10
 frames and predicts the next 10. Training and test sequences use disjoint
 digit images.
 
-Three models of the same encoder-forecaster shape are trained the same way,
-each with one kind of recurrent layer: `keras_convgru.ConvGRU2D`,
-`keras_convgru.ConvLSTM2D` and `keras.layers.ConvLSTM2D`. The script prints
+Six models of the same encoder-forecaster shape are trained the same way
+(same epochs, same seed), each with one kind of recurrent layer:
+`keras_convgru.ConvGRU2D` without and with `normalization="layer"`,
+`keras_convgru.ConvLSTM2D` without peepholes, with the paper's
+`peepholes="full"` (Shi et al. 2015) and with `normalization="layer"`, and
+`keras.layers.ConvLSTM2D`. The script prints
 a markdown table (parameters, training seconds per epoch, test MSE of every
 predicted frame, mean SSIM, and the same for copying the last observed
 frame as a reference), writes it with a JSON copy to `--out`, and
@@ -43,6 +46,7 @@ Run with `make next-frame`, or:
 """
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -61,9 +65,20 @@ OUTPUT_STEPS = 10
 SPEED = (2.0, 4.0)  # pixels per frame
 BATCH_SIZE = 8
 
+# The recurrent layer of each model: a class, or a class with options.
+# No name starts with another (the tables' rows are found by their name).
 LAYERS = {
     "kc.ConvGRU2D": kc.ConvGRU2D,
+    "normalized kc.ConvGRU2D": functools.partial(
+        kc.ConvGRU2D, normalization="layer"
+    ),
     "kc.ConvLSTM2D": kc.ConvLSTM2D,
+    "peephole kc.ConvLSTM2D": functools.partial(
+        kc.ConvLSTM2D, peepholes="full"
+    ),
+    "normalized kc.ConvLSTM2D": functools.partial(
+        kc.ConvLSTM2D, normalization="layer"
+    ),
     "keras.ConvLSTM2D": keras.layers.ConvLSTM2D,
 }
 
@@ -178,7 +193,7 @@ def per_frame_conv(filters, kernel_size, strides=1, transpose=False, **kw):
 def build_model(
     layer_class, filters=16, features=16, decay_steps=1000, run_eagerly=False
 ):
-    """Encoder-forecaster with one recurrent layer class.
+    """Encoder-forecaster with one recurrent layer class (or partial).
 
     Per frame, two strided convolutions encode a 64x64 frame to a 16x16
     feature map; the encoder (`layer_class`) reads the 10 encoded frames;
