@@ -11,6 +11,10 @@ OLDEST_VENV = .venv-oldest
 OLDEST_BIN = $(OLDEST_VENV)/bin
 OLDEST_STAMP = $(OLDEST_VENV)/.installed
 OLDEST_EXTRAS = tensorflow,jax,torch,dev,examples,docs,export
+# `make docs` alone: the docs extra and the TensorFlow backend.
+DOCS_VENV = .venv-docs
+DOCS_BIN = $(DOCS_VENV)/bin
+DOCS_STAMP = $(DOCS_VENV)/.installed
 
 # TensorFlow's CPU path for `make test-tf` and `make test-tf-oldest`:
 # 1 = oneDNN (TensorFlow's default on x86 CPUs with AVX-512), 0 = without
@@ -74,7 +78,7 @@ test: install install-oldest lint
 	echo "== PyTorch"; \
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q || status=1; \
 	echo "== docs"; \
-	$(MAKE) --no-print-directory docs || status=1; \
+	$(BIN)/mkdocs build --strict --site-dir site || status=1; \
 	exit $$status
 
 # One CPU path: `make test-tf ONEDNN=0`.
@@ -91,11 +95,20 @@ test-torch: install
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q
 
 # The documentation site, built strictly into site/ (a warning fails it).
-docs: install
-	$(BIN)/mkdocs build --strict --site-dir site
+# It needs the package, the docs extra and one backend (mkdocstrings
+# imports the classes), so `make docs` installs only those, into a venv of
+# its own; `make test` builds the same site with the full .venv.
+$(DOCS_STAMP): pyproject.toml constraints.txt
+	test -x $(DOCS_BIN)/python || $(PY) -m venv $(DOCS_VENV)
+	$(DOCS_BIN)/python -m pip install pip==26.3
+	$(DOCS_BIN)/python -m pip install -c constraints.txt -e ".[docs,tensorflow]"
+	touch $@
 
-docs-serve: install
-	$(BIN)/mkdocs serve
+docs: $(DOCS_STAMP)
+	$(DOCS_BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: $(DOCS_STAMP)
+	$(DOCS_BIN)/mkdocs serve
 
 # The main job: a ConvGRU finds a small drone that no single frame shows.
 demo: install
@@ -131,4 +144,4 @@ clean:
 		-o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) $(OLDEST_VENV)
+	rm -rf $(VENV) $(OLDEST_VENV) $(DOCS_VENV)
