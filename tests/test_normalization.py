@@ -87,7 +87,11 @@ def test_scaled_frames_leave_a_layer_normalized_layer_nearly_unchanged(
     assert np.max(np.abs(plain[1] - plain[0])) > 0.1
 
 
-@pytest.mark.parametrize("family,reset_after", FAMILIES, ids=IDS)
+# The input projection and its normalization are the same code for both
+# `reset_after`.
+@pytest.mark.parametrize(
+    "family,reset_after", [("gru", True), ("lstm", True)], ids=["gru", "lstm"]
+)
 def test_hoisted_input_projection_is_normalized_frame_by_frame(
     family, reset_after, rng
 ):

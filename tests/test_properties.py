@@ -26,6 +26,7 @@ import reference
 import tables
 from hypothesis import example
 from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 from tables import CELLS
 from tables import LAYERS
@@ -358,6 +359,9 @@ def test_conv_gru_matches_numpy_reference_for_any_arguments(case):
     check_layer_against_reference(case)
 
 
+# Fewer examples than the plain tests: every new shape is a compilation
+# on JAX, and the plain tests already cover the rest of the space.
+@settings(max_examples=6)
 @given(cases("gru", extended=True))
 def test_conv_gru_with_normalization_matches_numpy_reference(case):
     check_layer_against_reference(case)
@@ -375,6 +379,7 @@ def test_conv_gru_with_normalization_matches_numpy_reference(case):
         stepper="keras.layers.RNN",
     )
 )
+@settings(max_examples=6)
 @given(cases("lstm", extended=True))
 def test_conv_lstm_with_peepholes_and_normalization_matches_numpy_reference(
     case,
