@@ -40,7 +40,12 @@ BACKEND_MARK = re.compile(r"<!-- docs-test: KERAS_BACKEND=(\w+) -->")
 KERAS_MARK = re.compile(r"<!-- docs-test: keras>=(\d+)\.(\d+) -->\s*$")
 KERAS_VERSION = tuple(int(p) for p in keras.version().split(".")[:2])
 PUBLIC = [getattr(kc, name) for name in kc.__all__ if name != "__version__"]
-API_PAGES = ("api/conv_gru.html", "api/conv_lstm.html", "api/conv_rnn.html")
+API_PAGES = (
+    "api/conv_gru.html",
+    "api/conv_lstm.html",
+    "api/conv_rnn.html",
+    "api/traj_gru.html",
+)
 
 
 def python_blocks(text):
@@ -190,32 +195,16 @@ def site(tmp_path_factory):
 
 
 def constructor_arguments(cls):
-    """Names the constructor takes, through `*args`/`**kwargs` forwarding.
-
-    The package's `__init__`s in the MRO, and for a family layer its cell
-    class's (the layer builds the cell from them). `rank` is fixed by the
-    1D/2D/3D classes; `cell` is built by the family layers.
-    """
-    names = []
-
-    def add(klass):
-        for base in klass.__mro__:
-            init = base.__dict__.get("__init__")
-            if init is None or not base.__module__.startswith("keras_convgru"):
-                continue
-            for p in inspect.signature(init).parameters.values():
-                named = p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-                if named and p.name != "self" and p.name not in names:
-                    names.append(p.name)
-
-    add(cls)
-    cell_class = getattr(cls, "cell_class", None)
-    if cell_class is not None:
-        add(cell_class)
-        names.remove("cell")
-    if cls.__name__.endswith(("D", "DCell")):
-        names.remove("rank")
-    return names
+    """The named arguments of the constructor, as `inspect` reads them."""
+    named = (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    return [
+        p.name
+        for p in inspect.signature(cls).parameters.values()
+        if p.kind in named
+    ]
 
 
 def _class_section(site, cls):
@@ -241,8 +230,10 @@ def test_site_has_every_page_of_the_nav(site):
         "guides/returns.html",
         "guides/saving.html",
         "guides/migrating.html",
+        "guides/which_cell.html",
         "performance.html",
         "examples/index.html",
+        "examples/nowcasting.html",
         *API_PAGES,
     ):
         assert (site / page).is_file(), page
