@@ -330,7 +330,7 @@ class TrajGRU2DCell(ConvRNNCellBase):
         **kwargs,
     ):
         # The ConvGRU/ConvLSTM cells' normalization options are not part of
-        # the TrajGRU (API.md); reject them rather than ignore them.
+        # the TrajGRU (docs/api/traj_gru.md): reject, do not ignore them.
         for name in _NOT_SUPPORTED:
             if name in kwargs:
                 raise ValueError(

@@ -1,8 +1,10 @@
-"""Plain NumPy reference of the TrajGRU (Shi et al. 2017), from API.md.
+"""Plain NumPy reference of the TrajGRU (Shi et al. 2017).
+
+Written from the equations of the API reference, docs/api/traj_gru.md.
 
 Nothing here imports keras or keras_convgru. The convolutions are
 `reference.conv_nd` (explicit loops over kernel offsets); the bilinear
-sampling is written out point by point, exactly as API.md states it:
+sampling is written out point by point, exactly as the page states it:
 with `y0 = floor(py)`, `x0 = floor(px)`, `a = py - y0`, `b = px - x0`,
 
     sample = (1-a)(1-b) h[y0, x0] + (1-a) b h[y0, x0+1]

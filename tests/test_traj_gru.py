@@ -71,7 +71,7 @@ def small_layer_options(**options):
 
 
 def weight_shapes(channels, filters, links, flow_filters, k=3, fk=3):
-    """The contract's weight table (API.md), channels_last."""
+    """The weight table of docs/api/traj_gru.md, channels_last."""
     return {
         "kernel": (k, k, channels, 3 * filters),
         "recurrent_kernel": (1, 1, links * filters, 3 * filters),
