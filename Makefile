@@ -21,9 +21,12 @@ DOCS_STAMP = $(DOCS_VENV)/.installed
 # it. KC_EXPECT_ONEDNN makes tests/conftest.py fail the session if
 # TensorFlow runs the other path. `make test` runs both.
 ONEDNN ?= 1
+# Every suite run lists its slowest tests, to see in CI's log where the
+# time goes.
+PYTEST = -m pytest -q --durations=10
 # $(call tf_suite,PYTHON,ONEDNN): the TensorFlow suite on one CPU path.
 tf_suite = KERAS_BACKEND=tensorflow TF_ENABLE_ONEDNN_OPTS=$(2) \
-	KC_EXPECT_ONEDNN=$(2) $(1) -m pytest -q
+	KC_EXPECT_ONEDNN=$(2) $(1) $(PYTEST)
 # Keras wheels before 3.15.1 ship no tests: the oldest venv's run of
 # tests/test_keras_parity.py takes Keras's ConvLSTM test files from the
 # main venv's Keras.
@@ -74,9 +77,9 @@ test: install install-oldest lint
 	$(KERAS_TESTS_FROM) $(call tf_suite,$(OLDEST_BIN)/python,1) \
 		|| status=1; \
 	echo "== JAX"; \
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q || status=1; \
+	KERAS_BACKEND=jax $(BIN)/python $(PYTEST) || status=1; \
 	echo "== PyTorch"; \
-	KERAS_BACKEND=torch $(BIN)/python -m pytest -q || status=1; \
+	KERAS_BACKEND=torch $(BIN)/python $(PYTEST) || status=1; \
 	echo "== docs"; \
 	$(BIN)/mkdocs build --strict --site-dir site || status=1; \
 	exit $$status
@@ -89,10 +92,10 @@ test-tf-oldest: install install-oldest
 	$(KERAS_TESTS_FROM) $(call tf_suite,$(OLDEST_BIN)/python,$(ONEDNN))
 
 test-jax: install
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q
+	KERAS_BACKEND=jax $(BIN)/python $(PYTEST)
 
 test-torch: install
-	KERAS_BACKEND=torch $(BIN)/python -m pytest -q
+	KERAS_BACKEND=torch $(BIN)/python $(PYTEST)
 
 # The documentation site, built strictly into site/ (a warning fails it).
 # It needs the package, the docs extra and one backend (mkdocstrings
@@ -141,6 +144,7 @@ bench-memory: install
 clean:
 	rm -rf build dist site *.egg-info .pytest_cache .ruff_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -path ./$(OLDEST_VENV) -prune \
+		-o -path ./$(DOCS_VENV) -prune \
 		-o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
