@@ -21,6 +21,7 @@ started. They run once per CI run, in the TensorFlow session (the
 import json
 import signal
 
+import keras
 import numpy as np
 import pytest
 from helpers_subprocess import Job
@@ -329,6 +330,22 @@ def build_initial_weights():
     return [rng.normal(scale=0.4, size=s).astype("float32") for s in shapes]
 
 
+# Keras 3.8 and 3.9 (and so our oldest-versions run) train a model under
+# MirroredStrategy to other losses than on one device from the second step
+# on, for Keras's own Dense and ConvLSTM2D as for ours; fixed by Keras
+# 3.10. Strict: the test fails if it passes there, so a fix is noticed.
+KERAS_MIRRORED_BUG = tuple(int(p) for p in keras.version().split(".")[:2]) < (
+    3,
+    10,
+)
+
+
+@pytest.mark.xfail(
+    KERAS_MIRRORED_BUG,
+    reason="Keras < 3.10: MirroredStrategy losses differ from one device, "
+    "for keras.layers.Dense too",
+    strict=True,
+)
 def test_tensorflow_mirrored_strategy_on_two_cpus_matches_one_device(runs):
     results, (path,) = runs["mirrored"]
     assert_succeeded(results)
