@@ -40,8 +40,8 @@ LINT_DIRS = $(wildcard keras_convgru tests examples benchmarks)
 export TF_CPP_MIN_LOG_LEVEL = 2
 
 .PHONY: install install-oldest lint test test-tf test-tf-oldest test-jax \
-	test-torch docs docs-serve demo next-frame nowcast bench bench-memory \
-	clean distclean
+	test-torch docs docs-serve demo next-frame nowcast bench bench-smoke \
+	bench-memory clean distclean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -126,16 +126,23 @@ nowcast: install
 	KERAS_BACKEND=tensorflow $(BIN)/python examples/nowcasting.py \
 		--figure-copy docs/examples/nowcasting.png
 
-# Side-by-side speed and memory (TensorFlow backend, CPU); see
-# docs/performance.md. Takes 2-3 hours on 2 cores: every peer
-# runs 3 times, each time in its own process. With jit_compile only the
-# workloads where XLA's CPU loop gradient finishes in minutes. Results:
-# benchmarks/results/<date>-cpu-tensorflow-jit-{off,on}.md.
+# Side-by-side training and forward speed, and memory, on the CPU (see
+# docs/performance.md): keras.ConvLSTM2D, kc.ConvLSTM2D, kc.ConvGRU2D and
+# the floors in four setups (TensorFlow with oneDNN on and off, JAX,
+# PyTorch), next to plain-PyTorch and Flax peers, on `small` (B4 T10 32x32
+# C8 F32) and `std` (B8 T10 64x64 C16 F64); JAX (and Flax) on `small`
+# only. Every peer runs 3 times, round-robin, each time in its own
+# process, timing at least 5 steps and 2 s after 2 warm-ups. About 1 hour
+# on 2 cores (up to 1.5; estimated from ~2 s per training step on `std`
+# for TensorFlow and ~2 s per step on `small` for JAX, plus each worker's
+# start and compilation: ~30 min per workload). Results:
+# benchmarks/results/<date>-cpu-<setups>.md and .json.
 bench: install
-	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/bench_convrnn.py \
-		--jit off
-	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/bench_convrnn.py \
-		--jit on --workloads small,medium,long-T10
+	$(BIN)/python benchmarks/bench_convrnn.py
+
+# Every peer of every setup once, on a tiny workload (under a minute).
+bench-smoke: install
+	$(BIN)/python benchmarks/bench_convrnn.py --smoke
 
 # Training-step memory as the steps and the frame double (docs/scaling.md).
 bench-memory: install
