@@ -607,6 +607,19 @@ class ConvRNNCellBase(keras.layers.Layer, DropoutRNNCell):
         """
         raise NotImplementedError
 
+    def _fused_kind(self):
+        """`"lstm"` or `"gru"` when `keras_convgru._fused` computes this
+        cell's sequences, else `None` (see
+        `ConvRNN.uses_fused_recurrence`)."""
+        return None
+
+    def _has_default_activations(self):
+        return (
+            self.activation is keras.activations.tanh
+            and self.recurrent_activation is keras.activations.sigmoid
+            and self.normalization is None
+        )
+
     def call(self, inputs, states, training=False):
         """One step of a plain `keras.layers.RNN`: a raw frame in.
 

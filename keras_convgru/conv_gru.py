@@ -171,28 +171,38 @@ class ConvGRUCell(ConvRNNCellBase):
             return None
         return self.bias[0] if self.reset_after else self.bias
 
+    def _fused_kind(self):
+        if self.reset_after and self._has_default_activations():
+            return "gru"
+        return None
+
     def recurrent_step(self, projection, states, recurrent_dropout_mask=None):
         h_tm1 = states[0] if keras.tree.is_nested(states) else states
         h_conv_input = self._masked_state(h_tm1, recurrent_dropout_mask)
-        # z and r are computed together: one add and one activation over
-        # 2 * filters channels (fewer, larger ops inside the time loop).
-        zr = 2 * self.filters
-        x_zr, x_h = self.split_channels(projection, zr)
+        # Equal splits (one `Split` op, whose gradient is one concatenation)
+        # rather than slices: on TensorFlow every slice's gradient writes a
+        # zero tensor of the whole input, which made the slices the largest
+        # single cost of a step on small frames.
+        x_z, x_r, x_h = self.split_gates(projection)
 
         if self.reset_after:
             recurrent = self.recurrent_conv(h_conv_input, self.recurrent_kernel)
             recurrent = self._normalized(self.recurrent_norm, recurrent)
             if self.use_bias:
                 recurrent = self._add_channel_bias(recurrent, self.bias[1])
-            h_zr, h_h = self.split_channels(recurrent, zr)
-            z, r = self.split_gates(self.recurrent_activation(x_zr + h_zr), 2)
+            h_z, h_r, h_h = self.split_gates(recurrent)
+            z = self.recurrent_activation(x_z + h_z)
+            r = self.recurrent_activation(x_r + h_r)
             h_tilde = self.activation(x_h + r * h_h)
         else:
+            zr = 2 * self.filters
             h_zr = self.recurrent_conv(
                 h_conv_input, self.recurrent_kernel[..., :zr]
             )
             h_zr = self._normalized(self.recurrent_norm, h_zr)
-            z, r = self.split_gates(self.recurrent_activation(x_zr + h_zr), 2)
+            h_z, h_r = self.split_gates(h_zr, 2)
+            z = self.recurrent_activation(x_z + h_z)
+            r = self.recurrent_activation(x_r + h_r)
             h_h = self.recurrent_conv(
                 r * h_conv_input, self.recurrent_kernel[..., zr:]
             )

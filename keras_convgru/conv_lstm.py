@@ -271,6 +271,11 @@ class ConvLSTMCell(ConvRNNCellBase):
             )
         return kernel[0], kernel[1], kernel[2]
 
+    def _fused_kind(self):
+        if self.peepholes is None and self._has_default_activations():
+            return "lstm"
+        return None
+
     def recurrent_step(self, projection, states, recurrent_dropout_mask=None):
         h_tm1, c_tm1 = states
         h_conv_input = self._masked_state(h_tm1, recurrent_dropout_mask)

@@ -8,6 +8,8 @@ from keras import ops
 from keras_convgru._conv_base import ConvRNNCellBase
 from keras_convgru._conv_base import _is_int
 from keras_convgru._docs import SPATIAL_NAMES
+from keras_convgru._fused import gru_sequence
+from keras_convgru._fused import lstm_sequence
 from keras_convgru._keras_internals import rnn as backend_rnn
 
 
@@ -24,6 +26,15 @@ def _num_states(cell):
 
 
 @keras.saving.register_keras_serializable(package="keras_convgru")
+def _fused_by_default():
+    """Where `fuse_recurrence="auto"` fuses: JAX on a CPU (measured; see
+    `ConvRNN.uses_fused_recurrence`)."""
+    if keras.backend.backend() != "jax":
+        return False
+    devices = keras.distribution.list_devices()
+    return bool(devices) and str(devices[0]).lower().startswith("cpu")
+
+
 class ConvRNN(keras.layers.RNN):
     """Recurrent layer for convolutional cells, with N-D states.
 
@@ -270,6 +281,116 @@ class ConvRNN(keras.layers.RNN):
         elements = cell.projection_channels * math.prod(spatial)
         return elements <= self.max_hoisted_step_elements
 
+    #: `"auto"` (the default): the fused recurrence where it was measured
+    #: faster (JAX on the CPU); `True`: wherever it applies; `False`:
+    #: never. Set it on a layer (or on the class); see
+    #: `uses_fused_recurrence`.
+    fuse_recurrence = "auto"
+
+    def uses_fused_recurrence(self, sequences_shape):
+        """Whether `call` runs the fused recurrence for these sequences.
+
+        The fused recurrence computes the same numbers as Keras's time
+        loop, with its own backward pass (`keras.ops.custom_gradient`):
+        the input projections of all steps are computed at once before the
+        loop (as when hoisting); the backward loop runs only the gate
+        derivatives and the state gradient, a convolution with the flipped
+        kernel; the state-to-state kernel's gradient is computed once for
+        the whole sequence after the loop, as one matrix product per
+        kernel tap, instead of a filter-gradient convolution per step; and
+        from the zero initial state the first step's state-to-state
+        convolution (zero) is skipped. It never calls a backend's
+        convolution gradient, which on JAX's CPU backend (XLA:CPU) is
+        where a ConvLSTM's training step spends most of its time: there it
+        trains about 40 times faster. On TensorFlow's CPU paths and on
+        PyTorch the per-step convolution gradients are fast and Keras's
+        loop is as fast or faster. See docs/performance.md.
+
+        It is used when `fuse_recurrence` is `True`, or `"auto"` on the
+        JAX backend with a CPU as its default device, and all of these
+        hold (otherwise the layer steps through Keras's loop, with the
+        same results to float32 rounding):
+
+        - the layer has one cell, a `ConvLSTMCell` without peepholes or a
+          `ConvGRUCell` with `reset_after=True` (any rank, either data
+          format), with the default activations (`tanh`, and `sigmoid`
+          for the gates) and `normalization=None`;
+        - no `mask`, `unroll=False`, and a float32 or float64 compute
+          dtype (mixed precision keeps Keras's loop, whose convolution
+          gradients accumulate in float32);
+        - the number of time steps is known when the layer is called.
+
+        Args:
+            sequences_shape: the input shape `(batch, time, ...)`.
+
+        Returns:
+            bool.
+        """
+        fuse = self.fuse_recurrence
+        if fuse not in (True, False, "auto"):
+            raise ValueError(
+                "`fuse_recurrence` must be True, False or 'auto'. "
+                f"Received: fuse_recurrence={fuse!r}"
+            )
+        if fuse == "auto":
+            fuse = _fused_by_default()
+        if not (fuse and self._steps_own_cells()):
+            return False
+        if len(self._cells) != 1 or self.unroll:
+            return False
+        if sequences_shape[1] is None:
+            return False
+        if self.compute_dtype not in ("float32", "float64"):
+            return False
+        cell = self._cells[0]
+        return cell._fused_kind() is not None
+
+    def _fused_recurrence(
+        self, sequences, initial_state, zero_initial, training
+    ):
+        """`call` through `keras_convgru._fused`; see
+        `uses_fused_recurrence`."""
+        (cell,) = self._cells
+        if initial_state is None:  # stateful: continue from the held states
+            initial_state = self.states
+        initial_state = [
+            ops.cast(state, self.compute_dtype)
+            for state in keras.tree.flatten(initial_state)
+        ]
+        (input_mask,), (recurrent_mask,) = self._dropout_masks(
+            sequences, training
+        )
+        if input_mask is not None:
+            sequences = sequences * ops.expand_dims(input_mask, 1)
+        if self.go_backwards:
+            sequences = ops.flip(sequences, axis=1)
+        # Time-major from here on: the loops read their steps off the
+        # leading axis (the input has fewer channels than the projection).
+        ndim = len(sequences.shape)
+        frames = ops.transpose(sequences, (1, 0, *range(2, ndim)))
+        steps = ops.shape(frames)[0]
+        projection = cell.input_projection(
+            ops.reshape(frames, (-1, *ops.shape(frames)[2:]))
+        )
+        projection = ops.reshape(
+            projection, (steps, -1, *ops.shape(projection)[1:])
+        )
+        if cell._fused_kind() == "lstm":
+            h0, c0 = initial_state
+            outputs, c_last = lstm_sequence(
+                cell, projection, h0, c0, recurrent_mask, zero_initial
+            )
+            states = [outputs[-1], c_last]
+        else:
+            (h0,) = initial_state
+            outputs = gru_sequence(
+                cell, projection, h0, recurrent_mask, zero_initial
+            )
+            states = [outputs[-1]]
+        if self.return_sequences:
+            outputs = ops.transpose(outputs, (1, 0, *range(2, ndim)))
+        return self._finish(states[0], outputs, states)
+
     def _state_shapes(self, step_shape):
         """Per cell, the shapes of its states, and the output shape."""
         shapes = []
@@ -470,6 +591,7 @@ class ConvRNN(keras.layers.RNN):
             step_shape = tuple(cell.compute_output_shape(step_shape)[0])
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
+        zero_initial = False
         self._check_time_steps(tuple(sequences.shape))
         self._check_frame_sizes(sequences)
         if initial_state is None and self.stateful:
@@ -489,6 +611,7 @@ class ConvRNN(keras.layers.RNN):
                 initial_state = self._structure_states(per_cell)
         elif not self.stateful:
             initial_state = self._zero_initial_state(sequences)
+            zero_initial = True
 
         if mask is not None:
             states = self.states if initial_state is None else initial_state
@@ -501,6 +624,10 @@ class ConvRNN(keras.layers.RNN):
                 initial_state=initial_state,
                 mask=mask,
                 training=training,
+            )
+        if mask is None and self.uses_fused_recurrence(tuple(sequences.shape)):
+            return self._fused_recurrence(
+                sequences, initial_state, zero_initial, training
             )
         return self._step_own_cells(sequences, initial_state, mask, training)
 
@@ -567,6 +694,11 @@ class ConvRNN(keras.layers.RNN):
             zero_output_for_mask=self.zero_output_for_mask,
             return_all_outputs=self.return_sequences,
         )
+        return self._finish(last_output, outputs, states)
+
+    def _finish(self, last_output, outputs, states):
+        """The layer's return value from the loop's results; holds the
+        states of a stateful layer."""
         states = keras.tree.map_structure(
             lambda state: ops.cast(state, self.compute_dtype), states
         )

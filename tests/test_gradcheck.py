@@ -63,6 +63,17 @@ CASES = {
 }
 
 
+# The fused recurrence (`ConvRNN.uses_fused_recurrence`): its own backward
+# pass, checked against differences too. No mask (a masked sequence steps
+# through Keras's loop); nonzero initial states, so the state gradients and
+# the first step's state-to-state convolution are checked.
+FUSED_CASES = {
+    "gru-reset_after-fused": (kc.ConvGRU2D, {"reset_after": True}),
+    "lstm-fused": (kc.ConvLSTM2D, {}),
+}
+CASES.update(FUSED_CASES)
+
+
 def difference_settings(name=""):
     """(step, stencil, rtol, atol) for this backend and case; see the
     docstring."""
@@ -99,6 +110,8 @@ def make_case(name, rng):
     )
     x = rng.uniform(-1, 1, size=(BATCH, TIME, SIDE, SIDE, CHANNELS))
     layer.build(x.shape)
+    layer.fuse_recurrence = name in FUSED_CASES
+    assert layer.uses_fused_recurrence(x.shape) == (name in FUSED_CASES)
     weights = [rng.normal(scale=0.4, size=w.shape) for w in layer.weights]
     state_count = 1 if layer_class is kc.ConvGRU2D else 2
     states = [
@@ -115,13 +128,14 @@ def make_case(name, rng):
 def loss_function(layer, projections, state_count):
     """loss(x, *states, *weights) through `stateless_call`."""
     non_trainable = [v.value for v in layer.non_trainable_variables]
+    mask = None if layer.fuse_recurrence else MASK
 
     def loss(*arrays):
         x = arrays[0]
         states = list(arrays[1 : 1 + state_count])
         weights = list(arrays[1 + state_count :])
         outputs, _ = layer.stateless_call(
-            weights, non_trainable, x, initial_state=states, mask=MASK
+            weights, non_trainable, x, initial_state=states, mask=mask
         )
         return sum(
             ops.sum(o * ops.convert_to_tensor(p))
