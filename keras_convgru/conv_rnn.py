@@ -25,7 +25,6 @@ def _num_states(cell):
     return len(size) if isinstance(size, (list, tuple)) else 1
 
 
-@keras.saving.register_keras_serializable(package="keras_convgru")
 def _fused_by_default():
     """Where `fuse_recurrence="auto"` fuses: JAX on a CPU (measured; see
     `ConvRNN.uses_fused_recurrence`)."""
@@ -35,6 +34,7 @@ def _fused_by_default():
     return bool(devices) and str(devices[0]).lower().startswith("cpu")
 
 
+@keras.saving.register_keras_serializable(package="keras_convgru")
 class ConvRNN(keras.layers.RNN):
     """Recurrent layer for convolutional cells, with N-D states.
 
