@@ -47,10 +47,10 @@ def _scan(step, init, xs, reverse=False):
     if steps == 0:
         # A one-step sequence leaves nothing to scan; one step on zeros
         # gives the shapes of the (empty) outputs.
-        _, y = step(
-            list(init), tuple(ops.zeros(ops.shape(x)[1:], x.dtype) for x in xs)
-        )
-        return list(init), tuple(ops.zeros((0, *ops.shape(v)), v.dtype) for v in y)
+        zeros = tuple(ops.zeros(ops.shape(x)[1:], x.dtype) for x in xs)
+        _, y = step(list(init), zeros)
+        empty = tuple(ops.zeros((0, *ops.shape(v)), v.dtype) for v in y)
+        return list(init), empty
     if keras.backend.backend() == "torch":
         order = range(steps - 1, -1, -1) if reverse else range(steps)
         carry, ys = list(init), [None] * steps
