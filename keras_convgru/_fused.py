@@ -1,20 +1,25 @@
 """The fused recurrence: a whole sequence of ConvGRU or ConvLSTM steps with
 its own backward pass.
 
-Differentiating Keras's time loop step by step makes every time step pay
-for its own filter gradient of the state-to-state convolution: a small
-convolution-gradient op per step, each over one step's `batch` frames. The
-filter gradient does not depend on the order of the steps, so here it is
-computed once, after the backward loop, over the `time * batch` frames of
-the sequence: one matrix product per kernel tap, each as large as the
-whole sequence. What remains inside the backward loop is the gate
-derivatives and the state gradient, which is a convolution with the
-flipped kernel (the adjoint of the state-to-state convolution).
+Differentiating Keras's time loop step by step makes every time step call
+the backend's convolution gradients: the state-to-state convolution's
+filter gradient and input gradient, each over one step's `batch` frames.
+Here the filter gradient, which does not depend on the order of the steps,
+is computed once, after the backward loop, over the `time * batch` frames
+of the sequence: one matrix product per kernel tap. What remains inside
+the backward loop is the gate derivatives and the state gradient, a plain
+convolution with the flipped kernel (the adjoint of the state-to-state
+convolution). From the zero initial state (no `initial_state`, not
+`stateful`) the first step's state-to-state convolution and the gradient
+into that state are skipped: both are known to be zero.
 
-Two convolutions are skipped because they are known to be zero: from the
-zero initial state (no `initial_state`, not `stateful`) the first step's
-state-to-state convolution, and the gradient that would flow into that
-zero state.
+No backend convolution gradient is called, which is what matters on JAX's
+CPU backend: XLA:CPU runs convolution gradients inside a `lax.scan` about
+20x slower than outside one, and there this path trains a ConvLSTM 13x
+faster than Keras's loop. On TensorFlow and PyTorch the per-step
+convolution gradients are fast and this path measured slower (its extra
+passes through memory cost more than the batched filter gradient saves);
+docs/performance.md has the figures.
 
 Everything is `keras.ops`, wrapped in `keras.ops.custom_gradient`, so it
 runs on TensorFlow, JAX and PyTorch. `ConvRNN` uses it when

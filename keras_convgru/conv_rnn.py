@@ -67,8 +67,11 @@ class ConvRNN(keras.layers.RNN):
     step is small it moves the input-to-state convolution out of the time
     loop (see `hoists_input_projection`): the input projection of all time
     steps is one convolution over `(batch * time, ...)` frames, and the
-    loop only runs the state-to-state convolution and the gate math. The
-    result is identical to stepping the cell with `keras.layers.RNN`.
+    loop only runs the state-to-state convolution and the gate math. On
+    JAX with a CPU device a single ConvGRU or ConvLSTM cell runs the fused
+    recurrence instead, a loop with its own backward pass (see
+    `uses_fused_recurrence` and `fuse_recurrence`). The result is the same
+    as stepping the cell with `keras.layers.RNN` (to float32 rounding).
 
     Masks: a `(batch, time)` mask, given as `mask=` or propagated from an
     earlier layer such as `keras.layers.Masking`, makes a masked step carry
