@@ -14,6 +14,9 @@ HOIST_NEVER = 0
 
 def _outputs(layer_factory, x, threshold, monkeypatch, training=False):
     monkeypatch.setattr(kc.ConvRNN, "max_hoisted_step_elements", threshold)
+    # Keras's loop on every backend (the fused recurrence, the default on
+    # JAX's CPU, projects every step at once; tests/test_fused.py).
+    monkeypatch.setattr(kc.ConvRNN, "fuse_recurrence", False)
     keras.utils.set_random_seed(7)
     layer = layer_factory()
     outputs = layer(x, training=training)
@@ -89,9 +92,14 @@ def test_layer_hoists_small_steps_and_steps_large_ones_per_sample():
 
 
 class RecordingConvGRU2D(kc.ConvGRU2D):
-    """ConvGRU2D that records what its documented hook decides."""
+    """ConvGRU2D that records what its documented hook decides.
+
+    Keras's loop path only: the fused recurrence (the default on JAX's
+    CPU) projects every step at once and does not ask the hook.
+    """
 
     decisions = []
+    fuse_recurrence = False
 
     def hoists_input_projection(self, sequences_shape):
         decision = super().hoists_input_projection(sequences_shape)
