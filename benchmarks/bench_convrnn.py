@@ -493,6 +493,16 @@ def run_keras_peer(setup, peer, workload, warmup, runs, min_seconds=0.0):
     def train():
         model.train_on_batch(x, y)
 
+    return {
+        **_timings(forward, train, warmup, runs, min_seconds),
+        # What compile(jit_compile="auto") resolved to, for the report.
+        "jit_compile": bool(model.jit_compile),
+        **found,
+    }
+
+
+def _timings(forward, train, warmup, runs, min_seconds):
+    """Median forward and training-step times, run counts and peak RSS."""
     fwd_ms, fwd_runs = _median_ms(forward, warmup, runs, min_seconds)
     train_ms, train_runs = _median_ms(train, warmup, runs, min_seconds)
     return {
@@ -501,9 +511,6 @@ def run_keras_peer(setup, peer, workload, warmup, runs, min_seconds=0.0):
         "fwd_runs": fwd_runs,
         "train_runs": train_runs,
         "rss_mb": _peak_rss_mb(),
-        # What compile(jit_compile="auto") resolved to, for the report.
-        "jit_compile": bool(model.jit_compile),
-        **found,
     }
 
 
@@ -528,16 +535,7 @@ def run_native_peer(peer, workload, warmup, runs, min_seconds=0.0):
         extra["max_abs_diff_vs_kc"] = diff
     else:
         raise ValueError(f"unknown native peer {peer!r}")
-    fwd_ms, fwd_runs = _median_ms(forward, warmup, runs, min_seconds)
-    train_ms, train_runs = _median_ms(train, warmup, runs, min_seconds)
-    return {
-        "fwd_ms": fwd_ms,
-        "train_ms": train_ms,
-        "fwd_runs": fwd_runs,
-        "train_runs": train_runs,
-        "rss_mb": _peak_rss_mb(),
-        **extra,
-    }
+    return {**_timings(forward, train, warmup, runs, min_seconds), **extra}
 
 
 def run_worker(setup, peers, workload, warmup, runs, min_seconds=0.0):

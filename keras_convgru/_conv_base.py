@@ -576,17 +576,6 @@ class ConvRNNCellBase(keras.layers.Layer, DropoutRNNCell):
     def split_gates(self, x, count=None):
         return ops.split(x, count or self.gate_count, axis=self.channel_axis)
 
-    def split_channels(self, x, index):
-        """`x` cut in two along the channel axis, before `index`.
-
-        Static slices, not `ops.split(x, [index])`: with a list of indices
-        Keras's torch backend calls `.tolist()`, which `torch.export` (and
-        so `model.export` and ONNX export on torch) cannot trace.
-        """
-        axis = self.channel_axis % len(x.shape)
-        head = (slice(None),) * axis
-        return x[head + (slice(None, index),)], x[head + (slice(index, None),)]
-
     @property
     def projection_channels(self):
         """Channels of `input_projection`'s output (all gates)."""
@@ -613,7 +602,9 @@ class ConvRNNCellBase(keras.layers.Layer, DropoutRNNCell):
         `ConvRNN.uses_fused_recurrence`)."""
         return None
 
-    def _has_default_activations(self):
+    def _has_plain_gates(self):
+        """`tanh` and `sigmoid` activations and no normalization: the
+        gates `keras_convgru._fused` differentiates by hand."""
         return (
             self.activation is keras.activations.tanh
             and self.recurrent_activation is keras.activations.sigmoid

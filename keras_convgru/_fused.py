@@ -94,11 +94,6 @@ class _Geometry:
         self.axis = cell.channel_axis
         self.sequence_axis = -1 if self.channels_last else 2
 
-    def split(self, x, count):
-        """`x` cut into `count` equal pieces along the channel axis (one
-        `Split` op; see `ConvGRUCell.recurrent_step`)."""
-        return ops.split(x, count, axis=self.axis)
-
     def concat(self, xs):
         return ops.concatenate(xs, axis=self.axis)
 
@@ -221,7 +216,7 @@ def lstm_sequence(cell, projections, h0, c0, mask, zero_initial):
                 z = p
             else:
                 z = p + geometry.conv(masked_state(h, m), kernel)
-            x_i, x_f, x_c, x_o = geometry.split(z, 4)
+            x_i, x_f, x_c, x_o = cell.split_gates(z, 4)
             i = ops.sigmoid(x_i)
             f = ops.sigmoid(x_f)
             g = ops.tanh(x_c)
@@ -356,8 +351,8 @@ def gru_sequence(cell, projections, h0, mask, zero_initial):
                 r_all = ops.zeros_like(p) + b
             else:
                 r_all = geometry.conv(masked_state(h, m), kernel) + b
-            x_z, x_r, x_h = geometry.split(p, 3)
-            r_z, r_r, r_h = geometry.split(r_all, 3)
+            x_z, x_r, x_h = cell.split_gates(p, 3)
+            r_z, r_r, r_h = cell.split_gates(r_all, 3)
             z = ops.sigmoid(x_z + r_z)
             r = ops.sigmoid(x_r + r_r)
             h_tilde = ops.tanh(x_h + r * r_h)

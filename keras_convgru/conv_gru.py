@@ -172,7 +172,7 @@ class ConvGRUCell(ConvRNNCellBase):
         return self.bias[0] if self.reset_after else self.bias
 
     def _fused_kind(self):
-        if self.reset_after and self._has_default_activations():
+        if self.reset_after and self._has_plain_gates():
             return "gru"
         return None
 

@@ -272,7 +272,7 @@ class ConvLSTMCell(ConvRNNCellBase):
         return kernel[0], kernel[1], kernel[2]
 
     def _fused_kind(self):
-        if self.peepholes is None and self._has_default_activations():
+        if self.peepholes is None and self._has_plain_gates():
             return "lstm"
         return None
 

@@ -354,12 +354,7 @@ class ConvRNN(keras.layers.RNN):
         """`call` through `keras_convgru._fused`; see
         `uses_fused_recurrence`."""
         (cell,) = self._cells
-        if initial_state is None:  # stateful: continue from the held states
-            initial_state = self.states
-        initial_state = [
-            ops.cast(state, self.compute_dtype)
-            for state in keras.tree.flatten(initial_state)
-        ]
+        initial_state = keras.tree.flatten(self._starting_states(initial_state))
         (input_mask,), (recurrent_mask,) = self._dropout_masks(
             sequences, training
         )
@@ -370,13 +365,8 @@ class ConvRNN(keras.layers.RNN):
         # Time-major from here on: the loops read their steps off the
         # leading axis (the input has fewer channels than the projection).
         ndim = len(sequences.shape)
-        frames = ops.transpose(sequences, (1, 0, *range(2, ndim)))
-        steps = ops.shape(frames)[0]
-        projection = cell.input_projection(
-            ops.reshape(frames, (-1, *ops.shape(frames)[2:]))
-        )
-        projection = ops.reshape(
-            projection, (steps, -1, *ops.shape(projection)[1:])
+        projection = self._project_all_steps(
+            ops.transpose(sequences, (1, 0, *range(2, ndim)))
         )
         if cell._fused_kind() == "lstm":
             h0, c0 = initial_state
@@ -649,11 +639,7 @@ class ConvRNN(keras.layers.RNN):
                 "fixed number of time steps. Received: input shape="
                 f"{tuple(sequences.shape)}"
             )
-        if initial_state is None:  # stateful: continue from the held states
-            initial_state = self.states
-        initial_state = keras.tree.map_structure(
-            lambda state: ops.cast(state, self.compute_dtype), initial_state
-        )
+        initial_state = self._starting_states(initial_state)
         cells = self._cells
         input_masks, recurrent_masks = self._dropout_masks(sequences, training)
         hoisted = self.hoists_input_projection(tuple(sequences.shape))
@@ -716,6 +702,15 @@ class ConvRNN(keras.layers.RNN):
             return output, *states
         return output
 
+    def _starting_states(self, initial_state):
+        """The states the loop starts from, in the compute dtype: the given
+        ones, or a stateful layer's held states (`initial_state=None`)."""
+        if initial_state is None:
+            initial_state = self.states
+        return keras.tree.map_structure(
+            lambda state: ops.cast(state, self.compute_dtype), initial_state
+        )
+
     def _dropout_masks(self, sequences, training):
         """Per cell, the input and the recurrent dropout mask (or `None`).
 
@@ -771,7 +766,10 @@ class ConvRNN(keras.layers.RNN):
         return mask
 
     def _project_all_steps(self, sequences):
-        """The first cell's input projection for every time step at once."""
+        """The first cell's input projection for every time step at once
+        (of `(batch, time, ...)` or, for the fused recurrence, of
+        time-major `(time, batch, ...)` sequences: the two leading axes
+        are kept as they come)."""
         shape = ops.shape(sequences)
         frames = ops.reshape(sequences, (-1, *shape[2:]))
         projection = self._cells[0].input_projection(frames)
