@@ -366,7 +366,7 @@ class ConvRNN(keras.layers.RNN):
         # leading axis (the input has fewer channels than the projection).
         ndim = len(sequences.shape)
         projection = self._project_all_steps(
-            ops.transpose(sequences, (1, 0, *range(2, ndim)))
+            ops.transpose(sequences, (1, 0, *range(2, ndim))), time_major=True
         )
         if cell._fused_kind() == "lstm":
             h0, c0 = initial_state
@@ -765,19 +765,19 @@ class ConvRNN(keras.layers.RNN):
             mask = ops.any(mask, axis=tuple(range(2, len(mask.shape))))
         return mask
 
-    def _project_all_steps(self, sequences):
-        """The first cell's input projection for every time step at once
-        (of `(batch, time, ...)` or, for the fused recurrence, of
-        time-major `(time, batch, ...)` sequences: the two leading axes
-        are kept as they come)."""
+    def _project_all_steps(self, sequences, time_major=False):
+        """The first cell's input projection for every time step at once,
+        of `(batch, time, ...)` sequences or, with `time_major`, of
+        `(time, batch, ...)` ones (the fused recurrence's): the two leading
+        axes are kept as they come."""
         shape = ops.shape(sequences)
         frames = ops.reshape(sequences, (-1, *shape[2:]))
         projection = self._cells[0].input_projection(frames)
-        # -1, not the batch size: JAX's ONNX export cannot map a symbolic
-        # batch through the reshape otherwise.
-        return ops.reshape(
-            projection, (-1, shape[1], *ops.shape(projection)[1:])
-        )
+        # -1 for the batch axis, not the batch size: JAX's ONNX export
+        # cannot map a symbolic batch through the reshape otherwise. The
+        # time axis is static, so -1 also resolves for an empty batch.
+        leading = (shape[0], -1) if time_major else (-1, shape[1])
+        return ops.reshape(projection, (*leading, *ops.shape(projection)[1:]))
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):
         sequences_shape = tuple(sequences_shape)

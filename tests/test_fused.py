@@ -195,6 +195,28 @@ def test_stateful_fused_layer_carries_its_states_like_the_loop(rng):
         assert_close(a, e, "held cell state")
 
 
+@pytest.mark.parametrize("name", ["lstm2d", "gru2d", "lstm1d", "gru3d"])
+def test_fused_recurrence_of_an_empty_batch_is_empty(name):
+    """A batch of 0 sequences gives empty outputs and states shaped as
+    the loop's (the time-major projection's reshape must not infer the
+    batch from 0 elements). Shapes written out: 5-pixel frames, 'same',
+    3 filters, 4 steps."""
+    layer_class, rank = LAYERS[name]
+    x = np.zeros((0, 4, *(5,) * rank, 2), "float32")
+    state_shape = (0, *(5,) * rank, 3)
+    expected = [(0, 4, *state_shape[1:])] + [state_shape] * (
+        2 if name.startswith("lstm") else 1
+    )
+    for fused in (True, False):
+        layer = layer_class(
+            3, 3, padding="same", return_sequences=True, return_state=True
+        )
+        layer.fuse_recurrence = fused
+        assert layer.uses_fused_recurrence(x.shape) is fused
+        outputs = [ops.convert_to_numpy(o) for o in layer(x)]
+        assert [o.shape for o in outputs] == expected, fused
+
+
 def test_fused_layer_trains_in_fit(rng):
     """`fit` compiles the fused path (jit on JAX and TensorFlow's graph)
     and moves the weights as the loop does."""
