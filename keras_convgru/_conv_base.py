@@ -602,6 +602,12 @@ class ConvRNNCellBase(keras.layers.Layer, DropoutRNNCell):
         `ConvRNN.uses_fused_recurrence`)."""
         return None
 
+    def _steps_as(self, family):
+        """Whether this cell's step is `family`'s own: a subclass that
+        overrides `recurrent_step` keeps its step in every loop (the fused
+        recurrence computes `family`'s step by hand)."""
+        return type(self).recurrent_step is family.recurrent_step
+
     def _has_plain_gates(self):
         """`tanh` and `sigmoid` activations and no normalization: the
         gates `keras_convgru._fused` differentiates by hand."""

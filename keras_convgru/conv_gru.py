@@ -172,7 +172,11 @@ class ConvGRUCell(ConvRNNCellBase):
         return self.bias[0] if self.reset_after else self.bias
 
     def _fused_kind(self):
-        if self.reset_after and self._has_plain_gates():
+        if (
+            self.reset_after
+            and self._has_plain_gates()
+            and self._steps_as(ConvGRUCell)
+        ):
             return "gru"
         return None
 

@@ -272,7 +272,11 @@ class ConvLSTMCell(ConvRNNCellBase):
         return kernel[0], kernel[1], kernel[2]
 
     def _fused_kind(self):
-        if self.peepholes is None and self._has_plain_gates():
+        if (
+            self.peepholes is None
+            and self._has_plain_gates()
+            and self._steps_as(ConvLSTMCell)
+        ):
             return "lstm"
         return None
 

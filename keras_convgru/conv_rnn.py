@@ -317,7 +317,9 @@ class ConvRNN(keras.layers.RNN):
         - the layer has one cell, a `ConvLSTMCell` without peepholes or a
           `ConvGRUCell` with `reset_after=True` (any rank, either data
           format), with the default activations (`tanh`, and `sigmoid`
-          for the gates) and `normalization=None`;
+          for the gates) and `normalization=None`, whose `call` and
+          `recurrent_step` are the family's own (a subclass that
+          overrides either keeps its step);
         - no `mask`, `unroll=False`, and a float32 or float64 compute
           dtype (mixed precision keeps Keras's loop, whose convolution
           gradients accumulate in float32);

@@ -258,6 +258,31 @@ def test_what_the_fused_path_does_not_cover_takes_the_loop(name):
     assert not layer.uses_fused_recurrence((2, 3, 8, 8, 1))
 
 
+@pytest.mark.parametrize("cell_class", [kc.ConvGRU2DCell, kc.ConvLSTM2DCell])
+def test_a_cell_with_its_own_step_keeps_it_when_fusing(cell_class):
+    """A subclass that overrides `recurrent_step` is stepped by its own
+    step even with `fuse_recurrence=True` (the fused recurrence would
+    compute the family's step instead): here a counter, h_t = h_(t-1) + 1
+    from zeros."""
+
+    class Counter(cell_class):
+        def recurrent_step(
+            self, projection, states, recurrent_dropout_mask=None
+        ):
+            states = [state + 1.0 for state in states]
+            return states[0], states
+
+    layer = kc.ConvRNN(Counter(2, 3, padding="same"), return_sequences=True)
+    layer.fuse_recurrence = True
+    x = np.zeros((2, 4, 5, 5, 1), "float32")
+    assert not layer.uses_fused_recurrence(x.shape)
+    out = ops.convert_to_numpy(layer(x))
+    expected = np.broadcast_to(
+        np.arange(1, 5, dtype="float32")[None, :, None, None, None], out.shape
+    )
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_unknown_time_steps_and_masks_take_the_loop(rng):
     layer = kc.ConvGRU2D(2, 3, padding="same", return_sequences=True)
     layer.fuse_recurrence = True
