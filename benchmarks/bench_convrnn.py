@@ -34,8 +34,11 @@ Keras peers (the rows), run in every selected setup:
 - optional (`--peers`, or `--peers all`): `kc.ConvGRU2D ra=False`,
   `kc.TrajGRU2D` (links=5, flow_filters=32, flow_kernel_size=5), `kc cell
   in keras RNN` (`kc.ConvGRU2DCell` stepped by a plain `keras.layers.RNN`:
-  what hoisting the input projection buys), `floor GRU ra=False` and the
-  `conv floor LSTM`/`conv floor GRU` rows (the floor without gate math).
+  what hoisting the input projection buys), `kc.ConvLSTM2D per-gate`
+  (the built-in's eight convolutions per step, one per gate and input,
+  inside our layer: the lever "per-gate against fused convolutions"),
+  `floor GRU ra=False` and the `conv floor LSTM`/`conv floor GRU` rows
+  (the floor without gate math).
 
 Native peers (benchmarks/peers.py), each in its own process:
 
@@ -132,6 +135,9 @@ PEERS = {
     # Keras peers: name -> (layer type for the floor, gate count).
     "keras.ConvLSTM2D": ("lstm", 4),
     "kc.ConvLSTM2D": ("lstm", 4),
+    # Not in the default run: the issue-13 lever "per-gate against fused
+    # convolutions" (see _per_gate_lstm).
+    "kc.ConvLSTM2D per-gate": ("lstm", 4),
     "kc.ConvGRU2D": ("gru", 3),
     "kc.ConvGRU2D ra=False": ("gru ra=False", 3),
     "kc.TrajGRU2D": ("traj", 3),
@@ -293,6 +299,58 @@ def _floor_layer(keras, ops, gates, filters, reset_after=True, gates_math=True):
     return Floor()
 
 
+def _per_gate_lstm(keras, kc, filters):
+    """`kc.ConvLSTM2D` with the built-in's eight convolutions per step.
+
+    The same weights and the same function (outputs equal to
+    `kc.ConvLSTM2D`'s, tested), but each gate's input-to-state and
+    state-to-state convolution runs on its own slice of the fused
+    kernels, as `keras.layers.ConvLSTM2D` runs them, so no split of the
+    channel axis follows them; nothing is hoisted. It measures the lever
+    "per-gate against fused convolutions" under each oneDNN setting.
+    """
+
+    class PerGateConvLSTM2DCell(kc.ConvLSTM2DCell):
+        def input_projection(self, inputs):
+            # The step's frame itself: recurrent_step convolves it per gate.
+            return inputs
+
+        def recurrent_step(self, frame, states, recurrent_dropout_mask=None):
+            h_tm1, c_tm1 = states
+            gates = []
+            for g in range(4):
+                block = slice(g * self.filters, (g + 1) * self.filters)
+                x = self._convolve(
+                    frame,
+                    self.kernel[..., block],
+                    strides=self.strides,
+                    padding=self.padding,
+                    dilation_rate=self.dilation_rate,
+                )
+                if self.use_bias:
+                    x = x + self.bias[block]
+                gates.append(
+                    x
+                    + self.recurrent_conv(
+                        h_tm1, self.recurrent_kernel[..., block]
+                    )
+                )
+            x_i, x_f, x_c, x_o = gates
+            i = self.recurrent_activation(x_i)
+            f = self.recurrent_activation(x_f)
+            c = f * c_tm1 + i * self.activation(x_c)
+            h = self.recurrent_activation(x_o) * self.activation(c)
+            return h, [h, c]
+
+    layer = kc.ConvRNN(
+        PerGateConvLSTM2DCell(filters, KERNEL, padding="same"),
+        return_sequences=True,
+    )
+    # Every step convolves its own frame (the projection is the frame).
+    layer.max_hoisted_step_elements = 0
+    return layer
+
+
 def _loop_floor_model(keras, ops, gates, filters, frame):
     """The convolutions of a recurrent layer with the recurrence, no gates.
 
@@ -368,6 +426,8 @@ def _build_model(peer, workload, jit):
         outputs = keras.layers.ConvLSTM2D(filters, KERNEL, **common)(inputs)
     elif peer == "kc.ConvLSTM2D":
         outputs = kc.ConvLSTM2D(filters, KERNEL, **common)(inputs)
+    elif peer == "kc.ConvLSTM2D per-gate":
+        outputs = _per_gate_lstm(keras, kc, filters)(inputs)
     elif peer == "kc.ConvGRU2D":
         outputs = kc.ConvGRU2D(filters, KERNEL, **common)(inputs)
     elif peer == "kc.ConvGRU2D ra=False":

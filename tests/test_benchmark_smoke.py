@@ -388,3 +388,31 @@ def test_loop_floor_is_the_minimal_recurrence_it_claims():
         s = conv_same(x[:, t], kernel) + bias + conv_same(h, recurrent)
         h = np.tanh(s[..., :filters])
         np.testing.assert_allclose(y[:, t], h, rtol=1e-4, atol=1e-5)
+
+
+def test_per_gate_peer_is_keras_conv_lstm2d_with_its_weights():
+    # The lever's peer must compute the layer it is compared with: the
+    # built-in's eight convolutions per step, on the built-in's weights.
+    import keras_convgru as kc
+
+    filters = 3
+    x = np.random.default_rng(0).standard_normal((2, 4, 6, 6, 2))
+    x = x.astype("float32")
+    peer = bench_convrnn._per_gate_lstm(keras, kc, filters)
+    builtin = keras.layers.ConvLSTM2D(
+        filters, 3, padding="same", return_sequences=True
+    )
+    peer(x), builtin(x)
+    assert not peer.hoists_input_projection(x.shape)
+    rng = np.random.default_rng(1)
+    for ours, theirs in zip(peer.weights, builtin.weights):
+        assert ours.shape == theirs.shape
+        value = (0.5 * rng.standard_normal(theirs.shape)).astype("float32")
+        ours.assign(value)
+        theirs.assign(value)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(peer(x)),
+        keras.ops.convert_to_numpy(builtin(x)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
