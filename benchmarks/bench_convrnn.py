@@ -303,10 +303,10 @@ def _per_gate_lstm(keras, kc, filters):
     """`kc.ConvLSTM2D` with the built-in's eight convolutions per step.
 
     The same weights and the same function (outputs equal to
-    `kc.ConvLSTM2D`'s, tested), but each gate's input-to-state and
-    state-to-state convolution runs on its own slice of the fused
-    kernels, as `keras.layers.ConvLSTM2D` runs them, so no split of the
-    channel axis follows them; nothing is hoisted. It measures the lever
+    `keras.layers.ConvLSTM2D`'s with its weights, tested), but each
+    gate's input-to-state and state-to-state convolution runs on its own
+    slice of the fused kernels, as the built-in runs them, so no split of
+    the channel axis follows them; nothing is hoisted. It measures the lever
     "per-gate against fused convolutions" under each oneDNN setting.
     """
 
