@@ -16,6 +16,10 @@ Also two settings of the suite as a whole:
   only (TensorFlow is the default and reference backend) and deselected,
   not skipped, in the others. `KC_TENSORFLOW_SESSION_TESTS=1` collects
   them in any session.
+* The `jax_session` marker, for the few tests that need Keras's JAX
+  backend in their own process (the Flax peer's weight check builds a
+  `kc.ConvLSTM2D` there): collected in the JAX session, deselected in
+  the others.
 
 And one check of the session itself: TensorFlow's CPU path. On x86 CPUs
 with AVX-512 (VNNI, BF16, AMX) TensorFlow turns on its oneDNN path by
@@ -61,6 +65,7 @@ hypothesis.settings.register_profile(
 hypothesis.settings.load_profile("fast")
 
 ONCE = "tensorflow_session"
+JAX_ONLY = "jax_session"
 
 
 def pytest_configure(config):
@@ -69,6 +74,11 @@ def pytest_configure(config):
         f"{ONCE}: runs once per CI run, in the TensorFlow-backend session "
         "(its own subprocesses cover the other backends); "
         "KC_TENSORFLOW_SESSION_TESTS=1 collects it in every session",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{JAX_ONLY}: needs Keras's JAX backend in this process; collected "
+        "in the JAX session only",
     )
     _check_tensorflow_cpu_path()
 
@@ -109,11 +119,13 @@ def _collects_tensorflow_session_tests():
 
 
 def pytest_collection_modifyitems(config, items):
-    if _collects_tensorflow_session_tests():
-        return
+    skip_once = not _collects_tensorflow_session_tests()
+    skip_jax_only = keras.backend.backend() != "jax"
     kept, deselected = [], []
     for item in items:
-        marked = item.get_closest_marker(ONCE) is not None
+        marked = (skip_once and item.get_closest_marker(ONCE) is not None) or (
+            skip_jax_only and item.get_closest_marker(JAX_ONLY) is not None
+        )
         (deselected if marked else kept).append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)

@@ -192,10 +192,7 @@ def test_flax_mapping_reorders_the_gates_and_moves_the_forget_offset():
         )
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="builds kc.ConvLSTM2D on Keras's JAX backend (the JAX session)",
-)
+@pytest.mark.jax_session  # builds kc.ConvLSTM2D on Keras's JAX backend
 def test_flax_check_fails_loudly_on_a_wrong_mapping(monkeypatch):
     _require_flax()
     x = np.random.default_rng(0).standard_normal((1, 2, 6, 6, 2))
