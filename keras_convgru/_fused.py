@@ -37,6 +37,7 @@ import itertools
 import keras
 from keras import ops
 
+from keras_convgru import _gates
 from keras_convgru._keras_internals import rnn as backend_rnn
 
 
@@ -97,9 +98,9 @@ class _Geometry:
     def concat(self, xs):
         return ops.concatenate(xs, axis=self.axis)
 
-    def conv(self, x, kernel):
+    def conv(self, x, kernel, padding="same"):
         """The state-to-state convolution of one step `(batch, ...)`."""
-        return self.cell.recurrent_conv(x, kernel)
+        return self.cell.convolve(x, kernel, padding=padding)
 
     def adjoint_kernel(self, kernel):
         """The kernel whose 'same' convolution is the state gradient."""
@@ -121,7 +122,7 @@ class _Geometry:
             return self.conv(grads, adjoint_kernel)
         pads = [(k // 2, (k - 1) // 2) for k in self.kernel_size]
         grads = ops.pad(grads, self._frame_pads(pads))
-        return self.cell._convolve(grads, adjoint_kernel, 1, "valid")
+        return self.conv(grads, adjoint_kernel, padding="valid")
 
     def _frame_pads(self, spatial_pads):
         if self.channels_last:
@@ -204,26 +205,21 @@ def lstm_sequence(cell, projections, h0, c0, mask, zero_initial):
     packed = keras.backend.backend() == "torch"
     args = [projections, kernel, h0, c0] + ([mask] if masked else [])
 
-    def masked_state(h, m):
-        return h if m is None else h * m
+    masked_state = cell.masked_state
 
     @ops.custom_gradient
     def sequence(projections, kernel, h0, c0, *maybe_mask):
         m = maybe_mask[0] if masked else None
 
         def step(h, c, p, first):
-            if first and zero_initial:
-                z = p
-            else:
-                z = p + geometry.conv(masked_state(h, m), kernel)
-            x_i, x_f, x_c, x_o = cell.split_gates(z, 4)
-            i = ops.sigmoid(x_i)
-            f = ops.sigmoid(x_f)
-            g = ops.tanh(x_c)
-            o = ops.sigmoid(x_o)
-            c = f * c + i * g
-            h = o * ops.tanh(c)
-            return h, c, (i, f, g, o)
+            # The gates' pre-activations: the projection plus, but from the
+            # zero state, the state's convolution.
+            pre = p
+            if not (first and zero_initial):
+                pre = p + geometry.conv(masked_state(h, m), kernel)
+            return _gates.lstm(
+                cell.split_gates(pre, 4), c, ops.tanh, ops.sigmoid
+            )
 
         h1, c1, gates0 = step(h0, c0, projections[0], first=True)
 
@@ -254,7 +250,7 @@ def lstm_sequence(cell, projections, h0, c0, mask, zero_initial):
                 dh = dh_out + dh_next
                 tanh_c = ops.tanh(c)
                 dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
-                dz = geometry.concat(
+                d_pre = geometry.concat(
                     [
                         dc * g * i * (1.0 - i),
                         dc * c_prev * f * (1.0 - f),
@@ -262,34 +258,34 @@ def lstm_sequence(cell, projections, h0, c0, mask, zero_initial):
                         dh * tanh_c * o * (1.0 - o),
                     ]
                 )
-                return dz, dc * f
+                return d_pre, dc * f
 
             def scan_grad(carry, x):
                 dh_out, c_prev, c, *gates = x
-                dz, dc_prev = step_grad(
+                d_pre, dc_prev = step_grad(
                     carry[0], carry[1], dh_out, c_prev, c, gates
                 )
-                dh_prev = masked_state(geometry.adjoint_conv(dz, adjoint), m)
-                return [dh_prev, dc_prev], (dz,)
+                dh_prev = masked_state(geometry.adjoint_conv(d_pre, adjoint), m)
+                return [dh_prev, dc_prev], (d_pre,)
 
-            (dh1, dc1), (dz_rest,) = _scan(
+            (dh1, dc1), (d_pre_rest,) = _scan(
                 scan_grad,
                 [ops.zeros_like(h0), dc_last],
                 (d_hs[1:], cs[:-1], cs[1:], *gates_rest),
                 reverse=True,
             )
-            dz0, dc0 = step_grad(dh1, dc1, d_hs[0], c0, c1, gates0)
-            d_projections = _stack_with(dz0, dz_rest)
+            d_pre0, dc0 = step_grad(dh1, dc1, d_hs[0], c0, c1, gates0)
+            d_projections = _stack_with(d_pre0, d_pre_rest)
             # The state-to-state convolutions' inputs, step by step.
             conv_inputs = masked_state(hs[:-1], m)
-            d_kernel = geometry.kernel_gradient(conv_inputs, dz_rest)
+            d_kernel = geometry.kernel_gradient(conv_inputs, d_pre_rest)
             if zero_initial:
                 dh0 = ops.zeros_like(h0)
             else:
-                dh0 = masked_state(geometry.adjoint_conv(dz0, adjoint), m)
+                dh0 = masked_state(geometry.adjoint_conv(d_pre0, adjoint), m)
                 d_kernel = d_kernel + geometry.kernel_gradient(
                     ops.expand_dims(masked_state(h0, m), 0),
-                    ops.expand_dims(dz0, 0),
+                    ops.expand_dims(d_pre0, 0),
                 )
             grads = [d_projections, d_kernel, dh0, dc0]
             if masked:
@@ -330,34 +326,25 @@ def gru_sequence(cell, projections, h0, mask, zero_initial):
         bias = ops.zeros((3 * filters,), dtype)
     masked = mask is not None
     args = [projections, kernel, bias, h0] + ([mask] if masked else [])
-    channels_first = not geometry.channels_last
-    rank = geometry.rank
 
-    def masked_state(h, m):
-        return h if m is None else h * m
-
-    def broadcast_bias(b):
-        if channels_first:
-            return ops.reshape(b, (-1,) + (1,) * rank)
-        return b
+    masked_state = cell.masked_state
 
     @ops.custom_gradient
     def sequence(projections, kernel, bias, h0, *maybe_mask):
         m = maybe_mask[0] if masked else None
-        b = broadcast_bias(bias)
 
         def step(h, p, first):
             if first and zero_initial:
-                r_all = ops.zeros_like(p) + b
+                r_all = cell.add_channel_bias(ops.zeros_like(p), bias)
             else:
-                r_all = geometry.conv(masked_state(h, m), kernel) + b
-            x_z, x_r, x_h = cell.split_gates(p, 3)
-            r_z, r_r, r_h = cell.split_gates(r_all, 3)
-            z = ops.sigmoid(x_z + r_z)
-            r = ops.sigmoid(x_r + r_r)
-            h_tilde = ops.tanh(x_h + r * r_h)
-            h_new = h_tilde + z * (h - h_tilde)
-            return h_new, (z, r, h_tilde, r_h)
+                r_all = cell.add_channel_bias(
+                    geometry.conv(masked_state(h, m), kernel), bias
+                )
+            r_h = cell.split_gates(r_all, 3)
+            h_new, z, r, h_tilde = _gates.gru_reset_after(
+                cell.split_gates(p, 3), r_h, h, ops.tanh, ops.sigmoid
+            )
+            return h_new, (z, r, h_tilde, r_h[2])
 
         h1, saved0 = step(h0, projections[0], first=True)
 

@@ -2,16 +2,18 @@
 
 import keras
 
-from keras_convgru._conv_base import ConvRNNCellBase
-from keras_convgru._conv_base import fixed_rank_config
-from keras_convgru._conv_base import named_arguments
+from keras_convgru import _gates
+from keras_convgru._cell_base import fixed_rank_config
+from keras_convgru._cell_base import named_arguments
 from keras_convgru._docs import NORMALIZATION_ARGS
 from keras_convgru._docs import NORMALIZATION_DEFINITION
 from keras_convgru._docs import Family
 from keras_convgru._docs import cell_doc
 from keras_convgru._docs import layer_doc
-from keras_convgru.conv_rnn import ConvRecurrentLayer
-from keras_convgru.conv_rnn import cell_argument
+from keras_convgru._gated_cell import GatedConvCell
+from keras_convgru._layer_base import ConvRecurrentLayer
+from keras_convgru._layer_base import NormalizationArguments
+from keras_convgru._layer_base import cell_argument
 
 _register = keras.saving.register_keras_serializable(package="keras_convgru")
 
@@ -107,11 +109,13 @@ GRU = Family(
 
 
 @_register
-class ConvGRUCell(ConvRNNCellBase):
+class ConvGRUCell(GatedConvCell):
     __doc__ = cell_doc(GRU)
 
     gate_count = 3
-    _num_states = 1
+    state_names = ("h",)
+    fused_kind = "gru"
+    norm_sublayers = ("input_norm", "recurrent_norm", "candidate_norm")
 
     def __init__(
         self,
@@ -148,8 +152,6 @@ class ConvGRUCell(ConvRNNCellBase):
         del arguments["reset_after"]
         super().__init__(**arguments, **kwargs)
         self.reset_after = bool(reset_after)
-        self.recurrent_norm = None
-        self.candidate_norm = None
 
     def _build_normalization(self):
         super()._build_normalization()
@@ -171,50 +173,45 @@ class ConvGRUCell(ConvRNNCellBase):
             return None
         return self.bias[0] if self.reset_after else self.bias
 
-    def _fused_kind(self):
-        if (
-            self.reset_after
-            and self._has_plain_gates()
-            and self._steps_as(ConvGRUCell)
-        ):
-            return "gru"
-        return None
+    def fused_obstacle(self):
+        if not self.reset_after:
+            return "`reset_after=False`"
+        return super().fused_obstacle()
 
     def recurrent_step(self, projection, states, recurrent_dropout_mask=None):
         h_tm1 = states[0] if keras.tree.is_nested(states) else states
-        h_conv_input = self._masked_state(h_tm1, recurrent_dropout_mask)
+        h_conv_input = self.masked_state(h_tm1, recurrent_dropout_mask)
         # Equal splits (one `Split` op, whose gradient is one concatenation)
         # rather than slices: on TensorFlow every slice's gradient writes a
         # zero tensor of the whole input, which made the slices the largest
         # single cost of a step on small frames.
-        x_z, x_r, x_h = self.split_gates(projection)
-
+        x_z, x_r, x_h = self.split_gates(projection, 3)
         if self.reset_after:
-            recurrent = self.recurrent_conv(h_conv_input, self.recurrent_kernel)
+            recurrent = self.convolve(h_conv_input, self.recurrent_kernel)
             recurrent = self._normalized(self.recurrent_norm, recurrent)
             if self.use_bias:
-                recurrent = self._add_channel_bias(recurrent, self.bias[1])
-            h_z, h_r, h_h = self.split_gates(recurrent)
-            z = self.recurrent_activation(x_z + h_z)
-            r = self.recurrent_activation(x_r + h_r)
-            h_tilde = self.activation(x_h + r * h_h)
+                recurrent = self.add_channel_bias(recurrent, self.bias[1])
+            h, *_ = _gates.gru_reset_after(
+                (x_z, x_r, x_h),
+                self.split_gates(recurrent, 3),
+                h_tm1,
+                self.activation,
+                self.recurrent_activation,
+            )
         else:
             zr = 2 * self.filters
-            h_zr = self.recurrent_conv(
-                h_conv_input, self.recurrent_kernel[..., :zr]
-            )
+            h_zr = self.convolve(h_conv_input, self.recurrent_kernel[..., :zr])
             h_zr = self._normalized(self.recurrent_norm, h_zr)
             h_z, h_r = self.split_gates(h_zr, 2)
-            z = self.recurrent_activation(x_z + h_z)
-            r = self.recurrent_activation(x_r + h_r)
-            h_h = self.recurrent_conv(
+            z, r = _gates.gru_update_reset(
+                x_z, x_r, h_z, h_r, self.recurrent_activation
+            )
+            h_h = self.convolve(
                 r * h_conv_input, self.recurrent_kernel[..., zr:]
             )
             h_h = self._normalized(self.candidate_norm, h_h)
             h_tilde = self.activation(x_h + h_h)
-
-        # z * h + (1 - z) * h_tilde, in one op less.
-        h = h_tilde + z * (h_tm1 - h_tilde)
+            h = _gates.gru_blend(z, h_tilde, h_tm1)
         new_states = [h] if keras.tree.is_nested(states) else h
         return h, new_states
 
@@ -279,7 +276,7 @@ class ConvGRU3DCell(_ConvGRUFixedRankCell):
     rank = 3
 
 
-class _ConvGRULayer(ConvRecurrentLayer):
+class _ConvGRULayer(NormalizationArguments, ConvRecurrentLayer):
     """A `ConvRNN` around the family's cell of the class's rank."""
 
     def __init__(
@@ -317,6 +314,7 @@ class _ConvGRULayer(ConvRecurrentLayer):
         stateful=False,
         unroll=False,
         zero_output_for_mask=False,
+        fuse_recurrence="auto",
         **kwargs,
     ):
         super().__init__(named_arguments(locals()), **kwargs)

@@ -3,16 +3,18 @@
 import keras
 from keras import ops
 
-from keras_convgru._conv_base import ConvRNNCellBase
-from keras_convgru._conv_base import fixed_rank_config
-from keras_convgru._conv_base import named_arguments
+from keras_convgru import _gates
+from keras_convgru._cell_base import fixed_rank_config
+from keras_convgru._cell_base import named_arguments
 from keras_convgru._docs import NORMALIZATION_ARGS
 from keras_convgru._docs import NORMALIZATION_DEFINITION
 from keras_convgru._docs import Family
 from keras_convgru._docs import cell_doc
 from keras_convgru._docs import layer_doc
-from keras_convgru.conv_rnn import ConvRecurrentLayer
-from keras_convgru.conv_rnn import cell_argument
+from keras_convgru._gated_cell import GatedConvCell
+from keras_convgru._layer_base import ConvRecurrentLayer
+from keras_convgru._layer_base import NormalizationArguments
+from keras_convgru._layer_base import cell_argument
 
 _register = keras.saving.register_keras_serializable(package="keras_convgru")
 
@@ -139,11 +141,13 @@ _LSTM_ONLY_ARGUMENTS = (
 
 
 @_register
-class ConvLSTMCell(ConvRNNCellBase):
+class ConvLSTMCell(GatedConvCell):
     __doc__ = cell_doc(LSTM)
 
     gate_count = 4
-    _num_states = 2
+    state_names = ("h", "c")
+    fused_kind = "lstm"
+    norm_sublayers = ("input_norm", "recurrent_norm", "cell_norm")
 
     def __init__(
         self,
@@ -195,8 +199,6 @@ class ConvLSTMCell(ConvRNNCellBase):
         self.peephole_regularizer = keras.regularizers.get(peephole_regularizer)
         self.peephole_constraint = keras.constraints.get(peephole_constraint)
         self.peephole_kernel = None
-        self.recurrent_norm = None
-        self.cell_norm = None
 
     def _make_bias_initializer(self):
         if not self.unit_forget_bias:
@@ -238,12 +240,8 @@ class ConvLSTMCell(ConvRNNCellBase):
     def _build_extra_weights(self):
         if self.peepholes is None:
             return
-        self.peephole_kernel = self.add_weight(
-            name="peephole_kernel",
-            shape=self._peephole_shape(),
-            initializer=self.peephole_initializer,
-            regularizer=self.peephole_regularizer,
-            constraint=self.peephole_constraint,
+        self.peephole_kernel = self._weight(
+            "peephole_kernel", self._peephole_shape(), "peephole"
         )
 
     def _build_normalization(self):
@@ -271,36 +269,29 @@ class ConvLSTMCell(ConvRNNCellBase):
             )
         return kernel[0], kernel[1], kernel[2]
 
-    def _fused_kind(self):
-        if (
-            self.peepholes is None
-            and self._has_plain_gates()
-            and self._steps_as(ConvLSTMCell)
-        ):
-            return "lstm"
-        return None
+    def fused_obstacle(self):
+        if self.peepholes is not None:
+            return f"peepholes={self.peepholes!r}"
+        return super().fused_obstacle()
 
     def recurrent_step(self, projection, states, recurrent_dropout_mask=None):
         h_tm1, c_tm1 = states
-        h_conv_input = self._masked_state(h_tm1, recurrent_dropout_mask)
-        recurrent = self.recurrent_conv(h_conv_input, self.recurrent_kernel)
+        h_conv_input = self.masked_state(h_tm1, recurrent_dropout_mask)
+        recurrent = self.convolve(h_conv_input, self.recurrent_kernel)
         recurrent = self._normalized(self.recurrent_norm, recurrent)
         # Sum before splitting: one split of the fused gates per step (a
         # split along the channels copies the data).
-        x_i, x_f, x_c, x_o = self.split_gates(projection + recurrent)
+        peepholes = None
         if self.peepholes is not None:
-            # i and f look at the old cell state, o at the new one.
-            w_ci, w_cf, w_co = self._peephole_weights(c_tm1)
-            x_i = x_i + w_ci * c_tm1
-            x_f = x_f + w_cf * c_tm1
-        i = self.recurrent_activation(x_i)
-        f = self.recurrent_activation(x_f)
-        c = f * c_tm1 + i * self.activation(x_c)
-        if self.peepholes is not None:
-            x_o = x_o + w_co * c
-        o = self.recurrent_activation(x_o)
-        # The carried cell state stays unnormalized (Ba et al. 2016).
-        h = o * self.activation(self._normalized(self.cell_norm, c))
+            peepholes = self._peephole_weights(c_tm1)
+        h, c, _ = _gates.lstm(
+            self.split_gates(projection + recurrent, 4),
+            c_tm1,
+            self.activation,
+            self.recurrent_activation,
+            peepholes=peepholes,
+            normalize_cell=self.cell_norm,
+        )
         return h, [h, c]
 
     def get_config(self):
@@ -381,7 +372,7 @@ class ConvLSTM3DCell(_ConvLSTMFixedRankCell):
     rank = 3
 
 
-class _ConvLSTMLayer(ConvRecurrentLayer):
+class _ConvLSTMLayer(NormalizationArguments, ConvRecurrentLayer):
     """A `ConvRNN` around the family's cell of the class's rank."""
 
     def __init__(
@@ -423,6 +414,7 @@ class _ConvLSTMLayer(ConvRecurrentLayer):
         stateful=False,
         unroll=False,
         zero_output_for_mask=False,
+        fuse_recurrence="auto",
         **kwargs,
     ):
         super().__init__(named_arguments(locals()), **kwargs)

@@ -1,37 +1,11 @@
 """`ConvRNN`: a `keras.layers.RNN` for convolutional cells."""
 
-import math
-
 import keras
 from keras import ops
 
-from keras_convgru._conv_base import ConvRNNCellBase
-from keras_convgru._conv_base import _is_int
-from keras_convgru._docs import SPATIAL_NAMES
-from keras_convgru._fused import gru_sequence
-from keras_convgru._fused import lstm_sequence
-from keras_convgru._keras_internals import rnn as backend_rnn
-
-
-def _cells_of(cell):
-    """The list of cells behind `cell` (a single cell or a stack)."""
-    if isinstance(cell, keras.layers.StackedRNNCells):
-        return list(cell.cells)
-    return [cell]
-
-
-def _num_states(cell):
-    size = cell.state_size
-    return len(size) if isinstance(size, (list, tuple)) else 1
-
-
-def _fused_by_default():
-    """Where `fuse_recurrence="auto"` fuses: JAX on a CPU (measured; see
-    `ConvRNN.uses_fused_recurrence`)."""
-    if keras.backend.backend() != "jax":
-        return False
-    devices = keras.distribution.list_devices()
-    return bool(devices) and str(devices[0]).lower().startswith("cpu")
+from keras_convgru import _recurrence
+from keras_convgru import _rnn_checks
+from keras_convgru._validation import validate_fuse_recurrence
 
 
 @keras.saving.register_keras_serializable(package="keras_convgru")
@@ -80,9 +54,20 @@ class ConvRNN(keras.layers.RNN):
     frame is. The layer passes the `(batch, time)` mask on with
     `return_sequences=True`.
 
-    A cell usable here follows the `keras.layers.RNN` cell protocol and also
-    has `compute_output_shape(step_input_shape)` returning
-    `(output_shape, [state_shape, ...])`, like the keras_convgru cells.
+    A cell usable here follows the keras_convgru cell protocol
+    (`input_projection`, `recurrent_step`, `state_shape`; see the guide
+    "Writing your own cell"), and gets what the keras_convgru cells get:
+    the hoisted input projection, dropout masks drawn once per sequence,
+    masks, stacking and the zigzag memory. Any other `keras.layers.RNN`
+    cell with `compute_output_shape(step_input_shape)` returning
+    `(output_shape, [state_shape, ...])` is stepped by
+    `keras.layers.RNN`.
+
+    In a stack, the cells that carry a spatiotemporal memory (their
+    `memory_state_index`, as PredRNN's) pass it in a zigzag: at step `t`
+    the first of them reads the memory that the last one wrote at
+    `t - 1`, and each further one reads what the one before it wrote at
+    `t`. Such cells must have the same `filters`.
 
     Args:
         cell: a convolutional RNN cell instance (e.g.
@@ -102,6 +87,13 @@ class ConvRNN(keras.layers.RNN):
         zero_output_for_mask: Boolean (default `False`). Whether masked
             time steps output zeros instead of the previous output
             (`return_sequences=True` only).
+        fuse_recurrence: `"auto"` (default), `True` or `False`: whether a
+            single ConvGRU or ConvLSTM cell runs the fused recurrence, a
+            loop with its own backward pass (see
+            `uses_fused_recurrence`). `"auto"` fuses where it was
+            measured faster: JAX with a CPU device (13x faster training
+            there, docs/performance.md); `True` fuses wherever it can and
+            raises a `ValueError` saying why where it cannot.
         **kwargs: standard layer arguments (`name`, `dtype`,
             `activity_regularizer`, ...).
 
@@ -143,6 +135,13 @@ class ConvRNN(keras.layers.RNN):
     (2, 5, 16, 16, 4)
     """
 
+    #: Largest input projection of one sample's time step, in elements
+    #: (`projection_channels` times the state's pixels), that `ConvRNN`
+    #: computes for all time steps before its loop; see
+    #: `hoists_input_projection`. Set it on a layer (or the class) to 0 to
+    #: never hoist, or to a large number to always hoist.
+    max_hoisted_step_elements = 2**15
+
     def __init__(
         self,
         cell,
@@ -152,32 +151,10 @@ class ConvRNN(keras.layers.RNN):
         stateful=False,
         unroll=False,
         zero_output_for_mask=False,
+        fuse_recurrence="auto",
         **kwargs,
     ):
-        cells = list(cell) if isinstance(cell, (list, tuple)) else [cell]
-        if not cells:
-            raise ValueError(
-                "Argument `cell` must be a cell or a non-empty list of "
-                f"cells. Received: cell={cell!r}"
-            )
-        inner = _cells_of(cells[0]) if len(cells) == 1 else cells
-        for c in inner:
-            if not callable(getattr(c, "compute_output_shape", None)) or (
-                getattr(c, "state_size", None) is None
-            ):
-                raise ValueError(
-                    "ConvRNN needs convolutional RNN cells: each cell must "
-                    "have `state_size`, `call` and "
-                    "`compute_output_shape(step_input_shape)` returning "
-                    "(output_shape, state_shapes). Received: "
-                    f"cell={c!r}"
-                )
-        ranks = {getattr(c, "rank", None) for c in inner}
-        if len(ranks) > 1:
-            raise ValueError(
-                "All stacked cells must have the same rank. Received cells "
-                f"of ranks {sorted(ranks, key=str)}"
-            )
+        rank = _rnn_checks.check_cells(cell)
         super().__init__(
             cell,
             return_sequences=return_sequences,
@@ -191,63 +168,36 @@ class ConvRNN(keras.layers.RNN):
         # Keras 3.16's RNN.__init__ no longer declares masking support;
         # this layer consumes a `(batch, time)` mask and passes it on.
         self.supports_masking = True
-        self.rank = ranks.pop()
-        if self.rank is not None:
-            self.input_spec = keras.layers.InputSpec(ndim=self.rank + 3)
+        self.rank = rank
+        self.fuse_recurrence = validate_fuse_recurrence(fuse_recurrence)
+        if fuse_recurrence is True:
+            # What the layer alone decides fails here; what depends on the
+            # sequences (their length, a mask) fails at call time.
+            obstacle = _recurrence.fused_obstacle(self)
+            if obstacle is not None:
+                raise ValueError(
+                    "Argument `fuse_recurrence=True` needs the fused "
+                    f"recurrence, which cannot run layer '{self.name}': "
+                    f"{obstacle}. Received: fuse_recurrence=True"
+                )
         self._step_input_shape = None
-
-    def __call__(self, sequences, *args, **kwargs):
-        self._check_sequences_rank(sequences)
-        return super().__call__(sequences, *args, **kwargs)
-
-    def _check_sequences_rank(self, sequences):
-        """A wrong-rank input: name the layout, before Keras's InputSpec."""
-        shape = getattr(sequences, "shape", None)
-        if self.rank is None or shape is None:
-            return
-        if len(shape) == self.rank + 3:
-            return
-        spatial = SPATIAL_NAMES[self.rank]
-        data_format = getattr(self._cells[0], "data_format", None)
-        if data_format == "channels_first":
-            layout = f"(batch, time, channels, {spatial})"
-        else:
-            layout = f"(batch, time, {spatial}, channels)"
-        where = f" with data_format='{data_format}'" if data_format else ""
-        raise ValueError(
-            f"Input 0 of layer '{self.name}' is incompatible with the "
-            f"layer: expected ndim={self.rank + 3}, found ndim={len(shape)}. "
-            f"Full shape received: {tuple(shape)}. "
-            f"{self.__class__.__name__} (rank {self.rank}) takes sequences "
-            f"of frames {layout}{where}."
-        )
-
-    # -- helpers --------------------------------------------------------------
 
     @property
     def _cells(self):
-        return _cells_of(self.cell)
+        if isinstance(self.cell, keras.layers.StackedRNNCells):
+            return list(self.cell.cells)
+        return [self.cell]
 
-    #: Largest input projection of one sample's time step, in elements
-    #: (`projection_channels` times the state's pixels), that `ConvRNN`
-    #: computes for all time steps before its loop; see
-    #: `hoists_input_projection`. Set it on a layer (or the class) to 0 to
-    #: never hoist, or to a large number to always hoist.
-    max_hoisted_step_elements = 2**15
+    @property
+    def is_stack(self):
+        """Whether the layer steps a stack of cells (a list of cells)."""
+        return isinstance(self.cell, keras.layers.StackedRNNCells)
 
-    def _steps_own_cells(self):
-        """True when every cell is a keras_convgru cell with the base `call`.
+    def __call__(self, sequences, *args, **kwargs):
+        _rnn_checks.check_sequences_rank(self, sequences)
+        return super().__call__(sequences, *args, **kwargs)
 
-        ConvRNN then drives the cells' step functions itself: it draws the
-        dropout masks once per sequence and may hoist the first cell's
-        input projection. Other cells (or a subclass that overrides
-        `call`) are stepped as they are, by `keras.layers.RNN`.
-        """
-        return all(
-            isinstance(cell, ConvRNNCellBase)
-            and type(cell).call is ConvRNNCellBase.call
-            for cell in self._cells
-        )
+    # -- the paths -----------------------------------------------------------
 
     def hoists_input_projection(self, sequences_shape):
         """Whether `call` computes the input projection before the loop.
@@ -272,25 +222,12 @@ class ConvRNN(keras.layers.RNN):
             sequences_shape: the input shape `(batch, time, ...)`.
 
         Returns:
-            bool, or `False` for cells that `ConvRNN` does not drive itself.
+            bool, or `False` for cells that `ConvRNN` does not drive itself
+            (and for a protocol cell without `projection_channels`).
         """
-        if not self._steps_own_cells():
-            return False
-        cell = self._cells[0]
-        step_shape = (1,) + tuple(sequences_shape[2:])
-        spatial = cell.state_spatial_shape(cell._spatial(step_shape))
-        if not all(_is_int(n) for n in spatial):
-            return True
-        elements = cell.projection_channels * math.prod(spatial)
-        return elements <= self.max_hoisted_step_elements
+        return _recurrence.hoists_input_projection(self, sequences_shape)
 
-    #: `"auto"` (the default): the fused recurrence where it was measured
-    #: faster (JAX on the CPU); `True`: wherever it applies; `False`:
-    #: never. Set it on a layer (or on the class); see
-    #: `uses_fused_recurrence`.
-    fuse_recurrence = "auto"
-
-    def uses_fused_recurrence(self, sequences_shape):
+    def uses_fused_recurrence(self, sequences_shape, mask=None):
         """Whether `call` runs the fused recurrence for these sequences.
 
         The fused recurrence computes the same numbers as Keras's time
@@ -305,14 +242,15 @@ class ConvRNN(keras.layers.RNN):
         convolution (zero) is skipped. It never calls a backend's
         convolution gradient, which on JAX's CPU backend (XLA:CPU) is
         where a ConvLSTM's training step spends most of its time: there it
-        trains about 40 times faster. On TensorFlow's CPU paths and on
-        PyTorch the per-step convolution gradients are fast and Keras's
-        loop is as fast or faster. See docs/performance.md.
+        trains 13 times faster. On TensorFlow's CPU paths and on PyTorch
+        the per-step convolution gradients are fast and Keras's loop is as
+        fast or faster. See docs/performance.md.
 
         It is used when `fuse_recurrence` is `True`, or `"auto"` on the
         JAX backend with a CPU as its default device, and all of these
-        hold (otherwise the layer steps through Keras's loop, with the
-        same results to float32 rounding):
+        hold (otherwise `"auto"` steps through Keras's loop, with the same
+        results to float32 rounding, and `True` raises a `ValueError`
+        that says which does not hold):
 
         - the layer has one cell, a `ConvLSTMCell` without peepholes or a
           `ConvGRUCell` with `reset_after=True` (any rank, either data
@@ -327,81 +265,73 @@ class ConvRNN(keras.layers.RNN):
 
         Args:
             sequences_shape: the input shape `(batch, time, ...)`.
+            mask: the call's mask, if any.
 
         Returns:
             bool.
         """
-        fuse = self.fuse_recurrence
-        if fuse not in (True, False, "auto"):
-            raise ValueError(
-                "`fuse_recurrence` must be True, False or 'auto'. "
-                f"Received: fuse_recurrence={fuse!r}"
-            )
-        if fuse == "auto":
-            fuse = _fused_by_default()
-        if not (fuse and self._steps_own_cells()):
-            return False
-        if len(self._cells) != 1 or self.unroll:
-            return False
-        if sequences_shape[1] is None:
-            return False
-        if self.compute_dtype not in ("float32", "float64"):
-            return False
-        cell = self._cells[0]
-        return cell._fused_kind() is not None
+        return _recurrence.uses_fused_recurrence(self, sequences_shape, mask)
 
-    def _fused_recurrence(
-        self, sequences, initial_state, zero_initial, training
-    ):
-        """`call` through `keras_convgru._fused`; see
-        `uses_fused_recurrence`."""
-        (cell,) = self._cells
-        initial_state = keras.tree.flatten(self._starting_states(initial_state))
-        (input_mask,), (recurrent_mask,) = self._dropout_masks(
-            sequences, training
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        _rnn_checks.check_time_steps(self, tuple(sequences.shape))
+        _rnn_checks.check_frame_sizes(self, sequences)
+        initial_state, zero_initial = self._initial_state(
+            sequences, initial_state
         )
-        if input_mask is not None:
-            sequences = sequences * ops.expand_dims(input_mask, 1)
-        if self.go_backwards:
-            sequences = ops.flip(sequences, axis=1)
-        # Time-major from here on: the loops read their steps off the
-        # leading axis (the input has fewer channels than the projection).
-        ndim = len(sequences.shape)
-        projection = self._project_all_steps(
-            ops.transpose(sequences, (1, 0, *range(2, ndim))), time_major=True
+        if mask is not None:
+            states = self.states if initial_state is None else initial_state
+            state_ndim = len(keras.tree.flatten(states)[0].shape)
+            mask = self._broadcastable_mask(mask, state_ndim)
+        path = _recurrence.path(self, tuple(sequences.shape), mask)
+        if path == _recurrence.FUSED:
+            return _recurrence.run_fused(
+                self, sequences, initial_state, zero_initial, training
+            )
+        if path == _recurrence.STEPPED:
+            return _recurrence.run_stepped(
+                self, sequences, initial_state, mask, training
+            )
+        return super().call(
+            sequences, initial_state=initial_state, mask=mask, training=training
         )
-        if cell._fused_kind() == "lstm":
-            h0, c0 = initial_state
-            outputs, c_last = lstm_sequence(
-                cell, projection, h0, c0, recurrent_mask, zero_initial
-            )
-            states = [outputs[-1], c_last]
-        else:
-            (h0,) = initial_state
-            outputs = gru_sequence(
-                cell, projection, h0, recurrent_mask, zero_initial
-            )
-            states = [outputs[-1]]
-        if self.return_sequences:
-            outputs = ops.transpose(outputs, (1, 0, *range(2, ndim)))
-        return self._finish(states[0], outputs, states)
+
+    # -- states and shapes -----------------------------------------------------
+
+    def _initial_state(self, sequences, initial_state):
+        """`(initial_state, zero_initial)`: the given states, checked and
+        nested per cell; zeros when none are given and the layer is not
+        stateful; `None` for a stateful layer's held states."""
+        if initial_state is None and self.stateful:
+            _rnn_checks.check_held_states(self, sequences)
+            return None, False
+        if initial_state is None:
+            return self._zero_initial_state(sequences), True
+        if not keras.tree.is_nested(initial_state):
+            initial_state = [initial_state]
+        _rnn_checks.check_initial_state(self, sequences, initial_state)
+        if len(self._cells) > 1:
+            # Accept a flat list of states for a stack, too.
+            flat = list(keras.tree.flatten(initial_state))
+            per_cell = []
+            for cell in self._cells:
+                n = _recurrence.num_states(cell)
+                per_cell.append(flat[:n])
+                flat = flat[n:]
+            initial_state = self._structure_states(per_cell)
+        return initial_state, False
 
     def _state_shapes(self, step_shape):
         """Per cell, the shapes of its states, and the output shape."""
         shapes = []
         shape = tuple(step_shape)
         for cell in self._cells:
-            shape, state_shapes = cell.compute_output_shape(shape)
-            shape = tuple(shape)
-            shapes.append([tuple(s) for s in state_shapes])
+            shape, state_shapes = _recurrence.cell_shapes(cell, shape)
+            shapes.append(state_shapes)
         return shape, shapes
 
     def _structure_states(self, per_cell_states):
         """Nest a per-cell list of state lists as the cell expects."""
-        cells = self._cells
-        if len(cells) == 1 and not isinstance(
-            self.cell, keras.layers.StackedRNNCells
-        ):
+        if not self.is_stack:
             return list(per_cell_states[0])
         # In a stack every cell gets a list of states, even a single-state
         # cell: Keras's masked JAX loop reads the previous output from
@@ -411,333 +341,14 @@ class ConvRNN(keras.layers.RNN):
     def _zero_initial_state(self, sequences):
         """Zero states sized from the actual (maybe dynamic) input."""
         shape = ops.shape(sequences)
-        batch = shape[0]
-        step_shape = (batch, *shape[2:])
-        per_cell = []
-        for cell in self._cells:
-            if isinstance(cell, ConvRNNCellBase):
-                spatial = cell._spatial(step_shape)
-                states = cell.zero_states(batch, spatial)
-                step_shape = cell.state_shape(batch, spatial)
-            else:
-                out_shape, state_shapes = cell.compute_output_shape(step_shape)
-                states = [
-                    ops.zeros(s, dtype=cell.compute_dtype) for s in state_shapes
-                ]
-                step_shape = tuple(out_shape)
-            per_cell.append(states)
-        return self._structure_states(per_cell)
-
-    # -- Layer API ------------------------------------------------------------
-
-    def build(self, sequences_shape, initial_state_shape=None):
-        sequences_shape = tuple(sequences_shape)
-        if self.rank is not None and len(sequences_shape) != self.rank + 3:
-            raise ValueError(
-                f"Layer '{self.name}' expects inputs of rank {self.rank + 3} "
-                f"(batch, time, {self.rank} spatial dimensions, channels). "
-                f"Received: input shape={sequences_shape}"
-            )
-        self._check_time_steps(sequences_shape)
-        if self.stateful and sequences_shape[0] is None:
-            raise ValueError(
-                f"Layer '{self.name}' has `stateful=True`, which needs a "
-                "fixed batch size: pass `batch_size=` to `keras.Input` (or "
-                "`batch_shape=`). Received: input shape="
-                f"{sequences_shape}"
-            )
-        step_shape = (sequences_shape[0],) + sequences_shape[2:]
-        first = self._cells[0]
-        if isinstance(first, ConvRNNCellBase):
-            if step_shape[first.channel_axis] is None:
-                raise ValueError(
-                    f"Layer '{self.name}': the channel dimension of the "
-                    "inputs must be defined. Received: input shape="
-                    f"{sequences_shape} with data_format="
-                    f"'{first.data_format}'"
-                )
-        self._step_input_shape = step_shape
-        # Build the cells with their true N-D input shapes (a
-        # keras.layers.StackedRNNCells would pass `(batch, units)`).
-        shape = step_shape
-        for cell in self._cells:
-            if isinstance(cell, keras.layers.Layer) and not cell.built:
-                cell.build(shape)
-                cell.built = True
-            shape = tuple(cell.compute_output_shape(shape)[0])
-        if isinstance(self.cell, keras.layers.StackedRNNCells):
-            self.cell.built = True
-        if self.stateful and self.rank is not None:
-            spatial = self._cells[0]._spatial(step_shape)
-            if any(n is None for n in spatial):
-                raise ValueError(
-                    f"Layer '{self.name}' has `stateful=True`, which needs "
-                    "fixed frame sizes to hold its state. Received: input "
-                    f"shape={sequences_shape}"
-                )
-        channel_axis = getattr(self._cells[0], "channel_axis", None)
-        if self.rank is not None and channel_axis is not None:
-            channels = step_shape[channel_axis]
-            axis = channel_axis if channel_axis < 0 else channel_axis + 1
-            self.input_spec = keras.layers.InputSpec(
-                ndim=self.rank + 3, axes={axis: channels}
-            )
-        super().build(sequences_shape, initial_state_shape)
-
-    def get_initial_state(self, batch_size):
-        if self._step_input_shape is None:
-            return super().get_initial_state(batch_size)
-        step_shape = (batch_size,) + tuple(self._step_input_shape[1:])
+        step_shape = (shape[0], *shape[2:])
         _, per_cell_shapes = self._state_shapes(step_shape)
-        per_cell = []
-        for cell, shapes in zip(self._cells, per_cell_shapes):
-            if any(d is None for s in shapes for d in s[1:]):
-                raise ValueError(
-                    f"Layer '{self.name}' cannot make a zero state without "
-                    f"the frame size: state shapes {shapes}."
-                )
-            per_cell.append(
+        return self._structure_states(
+            [
                 [ops.zeros(s, dtype=cell.compute_dtype) for s in shapes]
-            )
-        return self._structure_states(per_cell)
-
-    def _check_initial_state(self, sequences, initial_state):
-        flat = keras.tree.flatten(initial_state)
-        step_shape = (sequences.shape[0],) + tuple(sequences.shape[2:])
-        _, per_cell_shapes = self._state_shapes(step_shape)
-        expected = [s for shapes in per_cell_shapes for s in shapes]
-        if len(flat) != len(expected):
-            raise ValueError(
-                f"Layer '{self.name}' expects {len(expected)} initial "
-                f"state tensor(s) of shape(s) {expected}. Received: "
-                f"{len(flat)} tensor(s) in initial_state"
-            )
-        for i, (state, shape) in enumerate(zip(flat, expected)):
-            got = tuple(state.shape)
-            compatible = len(got) == len(shape) and all(
-                a is None or b is None or a == b for a, b in zip(got, shape)
-            )
-            if not compatible:
-                raise ValueError(
-                    f"Layer '{self.name}': initial_state[{i}] must have "
-                    f"shape {shape}. Received: initial_state[{i}].shape="
-                    f"{got}"
-                )
-
-    def reset_state(self):
-        # keras.layers.RNN.reset_state does not flatten the states of a
-        # stack of cells.
-        if self.states is not None:
-            for state in keras.tree.flatten(self.states):
-                state.assign(ops.zeros_like(state.value))
-
-    def _check_time_steps(self, sequences_shape):
-        """No time steps: fail here, not in the backend's loop."""
-        time_steps = sequences_shape[1] if len(sequences_shape) > 1 else None
-        if _is_int(time_steps) and time_steps == 0:
-            raise ValueError(
-                f"Layer '{self.name}' needs sequences of at least one time "
-                "step. Received: input shape="
-                f"{tuple(sequences_shape)} (axis 1, time, has size 0)"
-            )
-
-    def _check_held_states(self, sequences):
-        """A stateful layer continues only on batches and frames of the
-        size it holds states for (the batch-size message is Keras's)."""
-        if self.states is None:
-            return
-        held_batch = keras.tree.flatten(self.states)[0].shape[0]
-        batch = sequences.shape[0]
-        if batch is not None and held_batch is not None and batch != held_batch:
-            raise ValueError(
-                "If an RNN is stateful, the batch size of the input "
-                "sequences must be the same as the batch size of the "
-                "initial state. \n"
-                f"- Expected batch size: {held_batch}\n"
-                f"- Received batch size: {batch}"
-            )
-        step_shape = (sequences.shape[0],) + tuple(sequences.shape[2:])
-        _, per_cell_shapes = self._state_shapes(step_shape)
-        needed = [s for shapes in per_cell_shapes for s in shapes]
-        held = keras.tree.flatten(self.states)
-        for i, (state, shape) in enumerate(zip(held, needed)):
-            held_shape = tuple(state.shape)
-            if any(
-                a is not None and b is not None and a != b
-                for a, b in zip(held_shape[1:], shape[1:])
-            ):
-                raise ValueError(
-                    f"Layer '{self.name}' has `stateful=True` and holds "
-                    f"states of shape {held_shape}; these frames need "
-                    f"states of shape {shape} (state {i}). A stateful "
-                    "layer continues only on frames of the size it was "
-                    "built for. Received: input shape="
-                    f"{tuple(sequences.shape)}"
-                )
-
-    def _check_frame_sizes(self, sequences):
-        """Frames smaller than a `valid` kernel: fail here, not in a conv."""
-        shape = tuple(sequences.shape)
-        step_shape = (shape[0],) + shape[2:]
-        for cell in self._cells:
-            if not isinstance(cell, ConvRNNCellBase):
-                return
-            cell._check_frame_size(cell._spatial(step_shape), "at call time")
-            step_shape = tuple(cell.compute_output_shape(step_shape)[0])
-
-    def call(self, sequences, initial_state=None, mask=None, training=False):
-        zero_initial = False
-        self._check_time_steps(tuple(sequences.shape))
-        self._check_frame_sizes(sequences)
-        if initial_state is None and self.stateful:
-            self._check_held_states(sequences)
-        if initial_state is not None:
-            if not keras.tree.is_nested(initial_state):
-                initial_state = [initial_state]
-            self._check_initial_state(sequences, initial_state)
-            if len(self._cells) > 1:
-                # Accept a flat list of states for a stack, too.
-                flat = list(keras.tree.flatten(initial_state))
-                per_cell = []
-                for cell in self._cells:
-                    n = _num_states(cell)
-                    per_cell.append(flat[:n])
-                    flat = flat[n:]
-                initial_state = self._structure_states(per_cell)
-        elif not self.stateful:
-            initial_state = self._zero_initial_state(sequences)
-            zero_initial = True
-
-        if mask is not None:
-            states = self.states if initial_state is None else initial_state
-            state_ndim = len(keras.tree.flatten(states)[0].shape)
-            mask = self._broadcastable_mask(mask, state_ndim)
-
-        if not self._steps_own_cells():
-            return super().call(
-                sequences,
-                initial_state=initial_state,
-                mask=mask,
-                training=training,
-            )
-        if mask is None and self.uses_fused_recurrence(tuple(sequences.shape)):
-            return self._fused_recurrence(
-                sequences, initial_state, zero_initial, training
-            )
-        return self._step_own_cells(sequences, initial_state, mask, training)
-
-    def _step_own_cells(self, sequences, initial_state, mask, training):
-        """`keras.layers.RNN.call` for keras_convgru cells, without state.
-
-        What a time step reads is an argument of the step function: the
-        input projections (computed here, before the loop, when hoisting)
-        and the dropout masks (drawn here, once per sequence). Nothing is
-        set on the cells around the loop, so a step computes the same
-        thing however often it runs (rematerialization, checkpointing).
-        """
-        if self.unroll and sequences.shape[1] is None:
-            raise ValueError(
-                f"Layer '{self.name}' has `unroll=True`, which needs a "
-                "fixed number of time steps. Received: input shape="
-                f"{tuple(sequences.shape)}"
-            )
-        initial_state = self._starting_states(initial_state)
-        cells = self._cells
-        input_masks, recurrent_masks = self._dropout_masks(sequences, training)
-        hoisted = self.hoists_input_projection(tuple(sequences.shape))
-        if hoisted:
-            if input_masks[0] is not None:
-                sequences = sequences * ops.expand_dims(input_masks[0], 1)
-            sequences = self._project_all_steps(sequences)
-        stacked = isinstance(self.cell, keras.layers.StackedRNNCells)
-        copy_states = keras.backend.backend() == "torch" and self.stateful
-
-        def step(inputs, states):
-            if copy_states:
-                # As keras.layers.RNN: no in-place update of a tensor that
-                # autograd still needs.
-                states = keras.tree.map_structure(ops.copy, states)
-            per_cell = states if stacked else [states]
-            x, new_states = inputs, []
-            for i, cell in enumerate(cells):
-                if i == 0 and hoisted:
-                    projection = x
-                else:
-                    if input_masks[i] is not None:
-                        x = x * input_masks[i]
-                    projection = cell.input_projection(x)
-                x, cell_states = cell.recurrent_step(
-                    projection,
-                    list(per_cell[i]),
-                    recurrent_dropout_mask=recurrent_masks[i],
-                )
-                new_states.append(cell_states)
-            return x, self._structure_states(new_states)
-
-        last_output, outputs, states = backend_rnn(
-            step,
-            sequences,
-            list(initial_state),
-            go_backwards=self.go_backwards,
-            mask=mask,
-            unroll=self.unroll,
-            input_length=sequences.shape[1],
-            zero_output_for_mask=self.zero_output_for_mask,
-            return_all_outputs=self.return_sequences,
+                for cell, shapes in zip(self._cells, per_cell_shapes)
+            ]
         )
-        return self._finish(last_output, outputs, states)
-
-    def _finish(self, last_output, outputs, states):
-        """The layer's return value from the loop's results; holds the
-        states of a stateful layer."""
-        states = keras.tree.map_structure(
-            lambda state: ops.cast(state, self.compute_dtype), states
-        )
-        if self.stateful:
-            for held, state in zip(
-                keras.tree.flatten(self.states), keras.tree.flatten(states)
-            ):
-                held.assign(state)
-        output = outputs if self.return_sequences else last_output
-        output = ops.cast(output, self.compute_dtype)
-        if self.return_state:
-            return output, *states
-        return output
-
-    def _starting_states(self, initial_state):
-        """The states the loop starts from, in the compute dtype: the given
-        ones, or a stateful layer's held states (`initial_state=None`)."""
-        if initial_state is None:
-            initial_state = self.states
-        return keras.tree.map_structure(
-            lambda state: ops.cast(state, self.compute_dtype), initial_state
-        )
-
-    def _dropout_masks(self, sequences, training):
-        """Per cell, the input and the recurrent dropout mask (or `None`).
-
-        Drawn once per sequence, before the loop, and shared by all time
-        steps and all gates: the input mask is shaped like one step's
-        input of the cell, the recurrent mask like its first state.
-        """
-        shape = ops.shape(sequences)
-        batch = shape[0]
-        step_shape = (batch, *shape[2:])
-        input_masks, recurrent_masks = [], []
-        for cell in self._cells:
-            spatial = cell._spatial(step_shape)
-            state_shape = cell.state_shape(batch, spatial)
-            input_mask = recurrent_mask = None
-            if training and 0.0 < cell.dropout < 1.0:
-                input_mask = cell.dropout_mask(step_shape, cell.dropout)
-            if training and 0.0 < cell.recurrent_dropout < 1.0:
-                recurrent_mask = cell.dropout_mask(
-                    state_shape, cell.recurrent_dropout
-                )
-            input_masks.append(input_mask)
-            recurrent_masks.append(recurrent_mask)
-            step_shape = state_shape
-        return input_masks, recurrent_masks
 
     def _broadcastable_mask(self, mask, state_ndim):
         """A `(batch, time)` mask as `(batch, time, 1, ..., 1)`.
@@ -767,19 +378,55 @@ class ConvRNN(keras.layers.RNN):
             mask = ops.any(mask, axis=tuple(range(2, len(mask.shape))))
         return mask
 
-    def _project_all_steps(self, sequences, time_major=False):
-        """The first cell's input projection for every time step at once,
-        of `(batch, time, ...)` sequences or, with `time_major`, of
-        `(time, batch, ...)` ones (the fused recurrence's): the two leading
-        axes are kept as they come."""
-        shape = ops.shape(sequences)
-        frames = ops.reshape(sequences, (-1, *shape[2:]))
-        projection = self._cells[0].input_projection(frames)
-        # -1 for the batch axis, not the batch size: JAX's ONNX export
-        # cannot map a symbolic batch through the reshape otherwise. The
-        # time axis is static, so -1 also resolves for an empty batch.
-        leading = (shape[0], -1) if time_major else (-1, shape[1])
-        return ops.reshape(projection, (*leading, *ops.shape(projection)[1:]))
+    # -- Layer API -------------------------------------------------------------
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        sequences_shape = tuple(sequences_shape)
+        _rnn_checks.check_build_shape(self, sequences_shape)
+        step_shape = (sequences_shape[0],) + sequences_shape[2:]
+        self._step_input_shape = step_shape
+        # Build the cells with their true N-D input shapes (a
+        # keras.layers.StackedRNNCells would pass `(batch, units)`).
+        shape = step_shape
+        for cell in self._cells:
+            if isinstance(cell, keras.layers.Layer) and not cell.built:
+                cell.build(shape)
+                cell.built = True
+            shape = _recurrence.cell_shapes(cell, shape)[0]
+        if self.is_stack:
+            self.cell.built = True
+        channel_axis = getattr(self._cells[0], "channel_axis", None)
+        if self.rank is not None and channel_axis is not None:
+            channels = step_shape[channel_axis]
+            axis = channel_axis if channel_axis < 0 else channel_axis + 1
+            self.input_spec = keras.layers.InputSpec(
+                ndim=self.rank + 3, axes={axis: channels}
+            )
+        super().build(sequences_shape, initial_state_shape)
+
+    def get_initial_state(self, batch_size):
+        if self._step_input_shape is None:
+            return super().get_initial_state(batch_size)
+        step_shape = (batch_size,) + tuple(self._step_input_shape[1:])
+        _, per_cell_shapes = self._state_shapes(step_shape)
+        per_cell = []
+        for cell, shapes in zip(self._cells, per_cell_shapes):
+            if any(d is None for s in shapes for d in s[1:]):
+                raise ValueError(
+                    f"Layer '{self.name}' cannot make a zero state without "
+                    f"the frame size: state shapes {shapes}."
+                )
+            per_cell.append(
+                [ops.zeros(s, dtype=cell.compute_dtype) for s in shapes]
+            )
+        return self._structure_states(per_cell)
+
+    def reset_state(self):
+        # keras.layers.RNN.reset_state does not flatten the states of a
+        # stack of cells.
+        if self.states is not None:
+            for state in keras.tree.flatten(self.states):
+                state.assign(ops.zeros_like(state.value))
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):
         sequences_shape = tuple(sequences_shape)
@@ -793,6 +440,15 @@ class ConvRNN(keras.layers.RNN):
         states = self._structure_states(per_cell_shapes)
         return (output_shape, *states)
 
+    def compute_mask(self, _, mask):
+        if mask is not None:
+            mask = self._time_step_mask(keras.tree.flatten(mask)[0])
+        output_mask = mask if self.return_sequences else None
+        if self.return_state:
+            n = sum(_recurrence.num_states(c) for c in self._cells)
+            return [output_mask] + [None] * n
+        return output_mask
+
     def get_config(self):
         # As keras.layers.ConvLSTM2D's, the config always has the key.
         return {
@@ -800,94 +456,5 @@ class ConvRNN(keras.layers.RNN):
             "activity_regularizer": keras.regularizers.serialize(
                 self.activity_regularizer
             ),
+            "fuse_recurrence": self.fuse_recurrence,
         }
-
-    def compute_mask(self, _, mask):
-        if mask is not None:
-            mask = self._time_step_mask(keras.tree.flatten(mask)[0])
-        output_mask = mask if self.return_sequences else None
-        if self.return_state:
-            n = sum(_num_states(c) for c in self._cells)
-            return [output_mask] + [None] * n
-        return output_mask
-
-
-def cell_argument(name):
-    """A read-only property of a layer: its cell's argument `name`."""
-
-    def getter(self):
-        return getattr(self.cell, name)
-
-    getter.__name__ = name
-    getter.__doc__ = f"The cell's `{name}` (read-only)."
-    return property(getter)
-
-
-_RNN_ARGUMENTS = (
-    "activity_regularizer",
-    "return_sequences",
-    "return_state",
-    "go_backwards",
-    "stateful",
-    "unroll",
-    "zero_output_for_mask",
-)
-
-
-class ConvRecurrentLayer(ConvRNN):
-    """A `ConvRNN` around one cell built from the layer's own arguments.
-
-    The family layers (`ConvGRU1D`, ..., `ConvLSTM3D`) subclass this through
-    a family base whose `__init__` writes out every argument; they set
-    `cell_class`. Their config is the cell's config plus the RNN arguments,
-    as `keras.layers.ConvLSTM2D`'s is, and the cell's arguments read on the
-    layer (`layer.filters`, `layer.kernel_size`, ...), as on Keras's.
-    """
-
-    cell_class = None
-
-    def __init__(self, arguments, **kwargs):
-        """`arguments`: the family layer's named arguments (cell and RNN)."""
-        arguments = dict(arguments)
-        rnn_arguments = {name: arguments.pop(name) for name in _RNN_ARGUMENTS}
-        cell = self.cell_class(
-            **arguments, name="cell", dtype=kwargs.get("dtype")
-        )
-        super().__init__(cell, **rnn_arguments, **kwargs)
-
-    filters = cell_argument("filters")
-    kernel_size = cell_argument("kernel_size")
-    strides = cell_argument("strides")
-    padding = cell_argument("padding")
-    data_format = cell_argument("data_format")
-    dilation_rate = cell_argument("dilation_rate")
-    activation = cell_argument("activation")
-    recurrent_activation = cell_argument("recurrent_activation")
-    use_bias = cell_argument("use_bias")
-    kernel_initializer = cell_argument("kernel_initializer")
-    recurrent_initializer = cell_argument("recurrent_initializer")
-    bias_initializer = cell_argument("bias_initializer")
-    kernel_regularizer = cell_argument("kernel_regularizer")
-    recurrent_regularizer = cell_argument("recurrent_regularizer")
-    bias_regularizer = cell_argument("bias_regularizer")
-    kernel_constraint = cell_argument("kernel_constraint")
-    recurrent_constraint = cell_argument("recurrent_constraint")
-    bias_constraint = cell_argument("bias_constraint")
-    dropout = cell_argument("dropout")
-    recurrent_dropout = cell_argument("recurrent_dropout")
-    seed = cell_argument("seed")
-    normalization = cell_argument("normalization")
-    norm_groups = cell_argument("norm_groups")
-    norm_epsilon = cell_argument("norm_epsilon")
-
-    def get_config(self):
-        config = super().get_config()
-        del config["cell"]
-        cell_config = self.cell.get_config()
-        for key in ("name", "trainable", "dtype"):
-            cell_config.pop(key, None)
-        return {**config, **cell_config}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

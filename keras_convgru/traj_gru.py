@@ -12,11 +12,14 @@ recurrent connections follow the motion.
 import keras
 from keras import ops
 
-from keras_convgru._conv_base import ConvRNNCellBase
-from keras_convgru._conv_base import _is_int
-from keras_convgru._conv_base import standardize_tuple
+from keras_convgru import _gates
+from keras_convgru._cell_base import named_arguments
 from keras_convgru._docs import LAYER_ARGS
-from keras_convgru.conv_rnn import ConvRNN
+from keras_convgru._gated_cell import GatedConvCell
+from keras_convgru._layer_base import ConvRecurrentLayer
+from keras_convgru._layer_base import cell_argument
+from keras_convgru._validation import standardize_tuple
+from keras_convgru._validation import validate_positive_int
 
 _register = keras.saving.register_keras_serializable(package="keras_convgru")
 
@@ -233,22 +236,8 @@ _TRAJ_CELL_ARGS = """
 _NOT_SUPPORTED = ("normalization", "norm_groups", "norm_epsilon")
 
 
-def _validate_count(value, name):
-    if not _is_int(value):
-        raise TypeError(
-            f"Argument `{name}` must be a positive integer. "
-            f"Received: {name}={value!r}"
-        )
-    if value <= 0:
-        raise ValueError(
-            f"Argument `{name}` must be a positive integer. "
-            f"Received: {name}={value}"
-        )
-    return int(value)
-
-
 @_register
-class TrajGRU2DCell(ConvRNNCellBase):
+class TrajGRU2DCell(GatedConvCell):
     __doc__ = (
         """Cell of a trajectory GRU (TrajGRU, Shi et al. 2017), 2D.
 
@@ -294,7 +283,7 @@ class TrajGRU2DCell(ConvRNNCellBase):
     )
 
     gate_count = 3
-    _num_states = 1
+    state_names = ("h",)
 
     def __init__(
         self,
@@ -380,8 +369,8 @@ class TrajGRU2DCell(ConvRNNCellBase):
                 "along flows computed from the frame). "
                 f"Received: padding={padding!r}"
             )
-        self.links = _validate_count(links, "links")
-        self.flow_filters = _validate_count(flow_filters, "flow_filters")
+        self.links = validate_positive_int(links, "links")
+        self.flow_filters = validate_positive_int(flow_filters, "flow_filters")
         self.flow_kernel_size = standardize_tuple(
             flow_kernel_size, 2, "flow_kernel_size"
         )
@@ -403,96 +392,42 @@ class TrajGRU2DCell(ConvRNNCellBase):
 
     # -- weights -------------------------------------------------------------
 
-    def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) == 2:
-            # `(batch, channels)`: what `keras.layers.StackedRNNCells`
-            # passes to the cells after the first.
-            batch, channels = input_shape
-            input_shape = self._step_shape(batch, (None, None), channels)
-        if len(input_shape) != 4:
-            raise ValueError(
-                "TrajGRU2DCell expects step inputs of rank 4 (batch, rows, "
-                f"cols, channels). Received: input_shape={input_shape}"
-            )
-        channels = input_shape[self.channel_axis]
-        if channels is None:
-            raise ValueError(
-                "The channel dimension of the inputs must be defined. "
-                f"Received: input_shape={input_shape} with "
-                f"data_format='{self.data_format}'"
-            )
-        self.input_channels = int(channels)
-        self.input_spatial_shape = self._spatial(input_shape)
+    def _recurrent_kernel_shape(self):
+        return (1, 1, self.links * self.filters, 3 * self.filters)
 
-        f, flow_k = self.filters, self.flow_kernel_size
-        on_input = {
-            "initializer": self.kernel_initializer,
-            "regularizer": self.kernel_regularizer,
-            "constraint": self.kernel_constraint,
-        }
-        on_state = {
-            "initializer": self.recurrent_initializer,
-            "regularizer": self.recurrent_regularizer,
-            "constraint": self.recurrent_constraint,
-        }
-        on_bias = {
-            "initializer": self.bias_initializer,
-            "regularizer": self.bias_regularizer,
-            "constraint": self.bias_constraint,
-        }
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=self.kernel_size + (self.input_channels, 3 * f),
-            **on_input,
+    def _bias_shape(self):
+        return (2, 3 * self.filters)
+
+    def input_bias(self):
+        return self.bias[0] if self.use_bias else None
+
+    def _build_extra_weights(self):
+        flow_k = self.flow_kernel_size
+        self.flow_input_kernel = self._weight(
+            "flow_input_kernel",
+            flow_k + (self.input_channels, self.flow_filters),
+            "kernel",
         )
-        self.recurrent_kernel = self.add_weight(
-            name="recurrent_kernel",
-            shape=(1, 1, self.links * f, 3 * f),
-            **on_state,
+        self.flow_state_kernel = self._weight(
+            "flow_state_kernel", flow_k + (self.filters, self.flow_filters)
         )
-        self.bias = (
-            self.add_weight(name="bias", shape=(2, 3 * f), **on_bias)
-            if self.use_bias
-            else None
-        )
-        self.flow_input_kernel = self.add_weight(
-            name="flow_input_kernel",
-            shape=flow_k + (self.input_channels, self.flow_filters),
-            **on_input,
-        )
-        self.flow_state_kernel = self.add_weight(
-            name="flow_state_kernel",
-            shape=flow_k + (f, self.flow_filters),
-            **on_state,
-        )
-        self.flow_bias = (
-            self.add_weight(
-                name="flow_bias", shape=(self.flow_filters,), **on_bias
+        self.flow_bias = None
+        if self.use_bias:
+            self.flow_bias = self._weight(
+                "flow_bias", (self.flow_filters,), "bias"
             )
-            if self.use_bias
-            else None
+        self.flow_kernel = self._weight(
+            "flow_kernel",
+            flow_k + (self.flow_filters, 2 * self.links),
+            "flow_kernel",
         )
-        self.flow_kernel = self.add_weight(
-            name="flow_kernel",
-            shape=flow_k + (self.flow_filters, 2 * self.links),
-            initializer=self.flow_kernel_initializer,
-            regularizer=self.flow_kernel_regularizer,
-            constraint=self.flow_kernel_constraint,
-        )
-        self.flow_output_bias = (
-            self.add_weight(
-                name="flow_output_bias", shape=(2 * self.links,), **on_bias
+        self.flow_output_bias = None
+        if self.use_bias:
+            self.flow_output_bias = self._weight(
+                "flow_output_bias", (2 * self.links,), "bias"
             )
-            if self.use_bias
-            else None
-        )
-        self.built = True
 
     # -- the two parts of a step ---------------------------------------------
-
-    def _same_conv(self, x, kernel):
-        return self._convolve(x, kernel, strides=1, padding="same")
 
     def input_projection(self, inputs):
         """Everything that depends on the frame only, for `n` frames.
@@ -506,12 +441,9 @@ class TrajGRU2DCell(ConvRNNCellBase):
             `W * x + bx` (`3 * filters` channels, gates z, r, h) followed
             by `Fx * x + bf` (`flow_filters` channels).
         """
-        gates = self._add_channel_bias(
-            self._same_conv(inputs, self.kernel),
-            self.bias[0] if self.use_bias else None,
-        )
-        flow = self._add_channel_bias(
-            self._same_conv(inputs, self.flow_input_kernel), self.flow_bias
+        gates = super().input_projection(inputs)
+        flow = self.add_channel_bias(
+            self.convolve(inputs, self.flow_input_kernel), self.flow_bias
         )
         return ops.concatenate([gates, flow], axis=self.channel_axis)
 
@@ -544,15 +476,15 @@ class TrajGRU2DCell(ConvRNNCellBase):
             `(h', [h'])`.
         """
         h_tm1 = states[0] if keras.tree.is_nested(states) else states
-        h_in = self._masked_state(h_tm1, recurrent_dropout_mask)
+        h_in = self.masked_state(h_tm1, recurrent_dropout_mask)
         f = self.filters
         x_gates, x_flow = ops.split(projection, [3 * f], axis=self.channel_axis)
 
         hidden = self.flow_activation(
-            x_flow + self._same_conv(h_in, self.flow_state_kernel)
+            x_flow + self.convolve(h_in, self.flow_state_kernel)
         )
-        flows = self._add_channel_bias(
-            self._same_conv(hidden, self.flow_kernel), self.flow_output_bias
+        flows = self.add_channel_bias(
+            self.convolve(hidden, self.flow_kernel), self.flow_output_bias
         )
         # The warp and the 1x1 mixing run channels last (a gather over
         # pixels and one matrix product over all links).
@@ -569,15 +501,13 @@ class TrajGRU2DCell(ConvRNNCellBase):
             recurrent = recurrent + self.bias[1]
         recurrent = self._to_data_format(recurrent)
 
-        zr = [2 * f]
-        x_zr, x_h = ops.split(x_gates, zr, axis=self.channel_axis)
-        h_zr, h_h = ops.split(recurrent, zr, axis=self.channel_axis)
-        z, r = ops.split(
-            self.recurrent_activation(x_zr + h_zr), 2, axis=self.channel_axis
+        h, *_ = _gates.gru_reset_after(
+            self.split_gates(x_gates, 3),
+            self.split_gates(recurrent, 3),
+            h_tm1,
+            self.activation,
+            self.recurrent_activation,
         )
-        h_tilde = self.activation(x_h + r * h_h)
-        # z * h + (1 - z) * h_tilde, in one op less.
-        h = h_tilde + z * (h_tm1 - h_tilde)
         new_states = [h] if keras.tree.is_nested(states) else h
         return h, new_states
 
@@ -612,49 +542,9 @@ class TrajGRU2DCell(ConvRNNCellBase):
 # The layer
 # --------------------------------------------------------------------------
 
-_CELL_ARGUMENTS = (
-    "filters",
-    "kernel_size",
-    "links",
-    "flow_filters",
-    "flow_kernel_size",
-    "data_format",
-    "activation",
-    "recurrent_activation",
-    "flow_activation",
-    "use_bias",
-    "kernel_initializer",
-    "recurrent_initializer",
-    "bias_initializer",
-    "flow_kernel_initializer",
-    "kernel_regularizer",
-    "recurrent_regularizer",
-    "bias_regularizer",
-    "flow_kernel_regularizer",
-    "kernel_constraint",
-    "recurrent_constraint",
-    "bias_constraint",
-    "flow_kernel_constraint",
-    "dropout",
-    "recurrent_dropout",
-    "seed",
-    "strides",
-    "padding",
-    "dilation_rate",
-)
-
-
-def _cell_property(name):
-    def getter(self):
-        return getattr(self.cell, name)
-
-    getter.__name__ = name
-    getter.__doc__ = f"The cell's `{name}`."
-    return property(getter)
-
 
 @_register
-class TrajGRU2D(ConvRNN):
+class TrajGRU2D(ConvRecurrentLayer):
     __doc__ = (
         """2D trajectory GRU layer (TrajGRU, Shi et al. 2017).
 
@@ -754,67 +644,15 @@ class TrajGRU2D(ConvRNN):
         stateful=False,
         unroll=False,
         zero_output_for_mask=False,
+        fuse_recurrence="auto",
         **kwargs,
     ):
-        cell = TrajGRU2DCell(
-            filters,
-            kernel_size,
-            links=links,
-            flow_filters=flow_filters,
-            flow_kernel_size=flow_kernel_size,
-            data_format=data_format,
-            activation=activation,
-            recurrent_activation=recurrent_activation,
-            flow_activation=flow_activation,
-            use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            recurrent_initializer=recurrent_initializer,
-            bias_initializer=bias_initializer,
-            flow_kernel_initializer=flow_kernel_initializer,
-            kernel_regularizer=kernel_regularizer,
-            recurrent_regularizer=recurrent_regularizer,
-            bias_regularizer=bias_regularizer,
-            flow_kernel_regularizer=flow_kernel_regularizer,
-            kernel_constraint=kernel_constraint,
-            recurrent_constraint=recurrent_constraint,
-            bias_constraint=bias_constraint,
-            flow_kernel_constraint=flow_kernel_constraint,
-            dropout=dropout,
-            recurrent_dropout=recurrent_dropout,
-            seed=seed,
-            strides=strides,
-            padding=padding,
-            dilation_rate=dilation_rate,
-            name="cell",
-            dtype=kwargs.get("dtype"),
-        )
-        super().__init__(
-            cell,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            go_backwards=go_backwards,
-            stateful=stateful,
-            unroll=unroll,
-            zero_output_for_mask=zero_output_for_mask,
-            activity_regularizer=activity_regularizer,
-            **kwargs,
-        )
+        super().__init__(named_arguments(locals()), **kwargs)
 
-    def get_config(self):
-        config = super().get_config()
-        del config["cell"]
-        cell_config = self.cell.get_config()
-        for key in ("name", "trainable", "dtype"):
-            cell_config.pop(key, None)
-        return {**config, **cell_config}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-
-# Read-only access to the cell's arguments on the layer, as
-# keras.layers.ConvLSTM2D's `filters`, `kernel_size`, ... give.
-for _name in _CELL_ARGUMENTS:
-    setattr(TrajGRU2D, _name, _cell_property(_name))
-del _name
+    links = cell_argument("links")
+    flow_filters = cell_argument("flow_filters")
+    flow_kernel_size = cell_argument("flow_kernel_size")
+    flow_activation = cell_argument("flow_activation")
+    flow_kernel_initializer = cell_argument("flow_kernel_initializer")
+    flow_kernel_regularizer = cell_argument("flow_kernel_regularizer")
+    flow_kernel_constraint = cell_argument("flow_kernel_constraint")
