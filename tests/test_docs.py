@@ -10,7 +10,11 @@ subprocess with that backend, whatever backend the suite runs on.
 The site is built once per session with `mkdocs build --strict` into a
 temporary directory (6 to 30 s on 2 busy cores). Its API pages must show
 every public class with a signature the class accepts as shown, each of its
-constructor arguments, Keras's sections and the equations.
+constructor arguments, Keras's sections and the equations. The site must
+also read as a reader meets it: no power such as 2**15 turned into bold or
+italics, a search index that splits dotted names (`kc.ConvLSTM2D` is found
+as `ConvLSTM2D`), a 404 page and a sitemap that work under the site's
+sub-path, and tables narrow enough to show their last columns.
 """
 
 import ast
@@ -18,11 +22,13 @@ import contextlib
 import html
 import inspect
 import io
+import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import urllib.parse
 from pathlib import Path
 
 import keras
@@ -140,6 +146,57 @@ def test_python_code_blocks_are_marked_python(page):
     text = (DOCS / page).read_text(encoding="utf-8")
     languages = {m.group(2) for m in FENCE.finditer(text)}
     assert not languages & {"py", "python3", "pycon", "pyi"}, languages
+
+
+# Code (fenced blocks, `spans`) and HTML comments, which Markdown leaves
+# alone: blanked out, newlines kept, so that a match's line is the page's.
+NOT_PROSE = re.compile(
+    r"^( *)```.*?^\1```|(`+).+?(?<!`)\2(?!`)|<!--.*?-->", re.S | re.M
+)
+# A star between two digits: `2**15` or `5*10` outside code is emphasis to
+# Markdown (2**15 ... 2**17 renders as 2<strong>15 ... 2</strong>17).
+STAR_IN_NUMBER = re.compile(r"\d+(?:\*+\d+)+")
+
+
+def prose(text):
+    """`text` with its code and comments blanked out, newlines kept."""
+    return NOT_PROSE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+
+
+def test_prose_blanks_code_and_keeps_powers():
+    text = "a `2**15` b\n```python\nx = 2**15\n```\nc 2**17, 5*10**5 d\n"
+    found = [m.group(0) for m in STAR_IN_NUMBER.finditer(prose(text))]
+    assert found == ["2**17", "5*10**5"]
+    assert prose(text).count("\n") == text.count("\n")
+
+
+@pytest.mark.parametrize("page", _pages())
+def test_no_power_is_written_as_markdown_emphasis(page):
+    # Write 2<sup>15</sup> (or `2**15`, as code) in prose.
+    text = prose((DOCS / page).read_text(encoding="utf-8"))
+    found = [
+        f"line {text.count(chr(10), 0, m.start()) + 1}: {m.group(0)!r}"
+        for m in STAR_IN_NUMBER.finditer(text)
+    ]
+    assert not found, f"{page}: stars between digits outside code: {found}"
+
+
+# A 13-column and a 15-column table hid their last (verdict) columns at
+# 1400 px: at that width the article is 885 px, which holds 9 columns of
+# numbers and short headers (measured in Chromium with extra.css).
+MAX_TABLE_COLUMNS = 9
+
+
+@pytest.mark.parametrize("page", _pages())
+def test_tables_are_narrow_enough_to_show_their_last_columns(page):
+    text = prose((DOCS / page).read_text(encoding="utf-8")).splitlines()
+    for i, line in enumerate(text[1:], 1):
+        if re.match(r"^\|(\s*:?-{3,}:?\s*\|)+\s*$", line):
+            columns = line.count("|") - 1
+            assert columns <= MAX_TABLE_COLUMNS, (
+                f"{page}:{i}: a table of {columns} columns; split it (the "
+                f"page shows {MAX_TABLE_COLUMNS} at 1400 px)"
+            )
 
 
 @pytest.mark.parametrize("page", PAGES_WITH_CODE)
@@ -330,13 +387,121 @@ def test_api_pages_show_the_equations(site):
 
 
 def test_site_reads_offline(site):
-    # Scripts, styles and fonts are served from the site itself.
+    # Scripts, styles and fonts are served from the site itself (a
+    # `<link rel="canonical">` names the page's published address; nothing
+    # loads it).
     for page in site.rglob("*.html"):
         text = page.read_text(encoding="utf-8")
         remote = re.findall(
-            r'<(?:script|link)[^>]+(?:src|href)="(https?:[^"]+)"', text
+            r'<(?:script|link)(?![^>]*rel="canonical")[^>]+(?:src|href)='
+            r'"(https?:[^"]+)"',
+            text,
         )
         assert not remote, f"{page.relative_to(site)} loads {remote}"
+
+
+def test_site_shows_no_emphasis_inside_a_number(site):
+    # What Markdown made of 2**15 ... 2**17: "2<strong>15 ... 2</strong>17".
+    for page in site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        text = re.sub(r"<(pre|code)\b.*?</\1>", "", text, flags=re.S)
+        found = re.findall(r"\d</?(?:strong|em|b|i)>\d", text)
+        assert not found, f"{page.relative_to(site)}: {found}"
+
+
+def _search_index(site):
+    return json.loads(
+        (site / "search" / "search_index.json").read_text(encoding="utf-8")
+    )
+
+
+def search_tokens(separator, text):
+    """The words Material's search makes of `text`, lower-cased.
+
+    As its worker does: the text between HTML tags is split where the
+    configured separator matches (which may match the empty string, at a
+    lookahead), and the pieces become tokens.
+    """
+    pattern = re.compile(separator)
+    tokens = set()
+    for segment in re.split(r"<[^>]*>", text):
+        start = 0
+        for match in pattern.finditer(segment):
+            if match.start() > start:
+                tokens.add(segment[start : match.start()].lower())
+            start = max(start, match.end())
+        if start < len(segment):
+            tokens.add(segment[start:].lower())
+    return tokens
+
+
+def test_search_splits_names_at_dots(site):
+    separator = _search_index(site)["config"]["separator"]
+    assert "convlstm2d" in search_tokens(separator, "kc.ConvLSTM2D")
+    assert "convlstm2d" in search_tokens(
+        separator, "<code>keras.layers.ConvLSTM2D</code>"
+    )
+    # A query is split as the pages are: each of its words is a word of
+    # the text that names it in full.
+    query = search_tokens(separator, "GroupNormalization")
+    assert query and query <= search_tokens(
+        separator, "`keras.layers.GroupNormalization`"
+    )
+    # Version numbers stay whole.
+    assert "3.8.0" in search_tokens(separator, "Keras 3.8.0.")
+
+
+def test_search_index_finds_dotted_names_on_their_pages(site):
+    index = _search_index(site)
+    separator = index["config"]["separator"]
+    pages = {}
+    for doc in index["docs"]:
+        page = doc["location"].split("#")[0]
+        words = search_tokens(separator, f"{doc['title']} {doc['text']}")
+        pages.setdefault(page, set()).update(words)
+    # Both write `kc.ConvLSTM2D` and never the bare name.
+    for page in ("performance.html", "examples/index.html"):
+        assert "convlstm2d" in pages[page], page
+    group_norm = search_tokens(separator, "GroupNormalization")
+    for page in ("api/conv_gru.html", "api/conv_lstm.html"):
+        assert group_norm <= pages[page], page
+
+
+def _site_url():
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    return re.search(r"^site_url:\s*(\S+)", config, re.M).group(1)
+
+
+def test_site_url_is_the_documentation_url_of_the_project():
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    documentation = re.search(r'^Documentation = "([^"]+)"', pyproject, re.M)
+    assert _site_url() == documentation.group(1)
+
+
+def test_404_page_loads_its_assets_under_the_site_path(site):
+    # GitHub Pages serves 404.html at whatever missing address was asked
+    # for, under /keras-convgru/: links from the host's root break its
+    # styles and scripts, relative ones break at any other depth.
+    path = urllib.parse.urlsplit(_site_url()).path
+    text = (site / "404.html").read_text(encoding="utf-8")
+    links = re.findall(r'(?:href|src)="([^"#][^"]*)"', text)
+    local = [link for link in links if not re.match(r"[a-z]+:", link)]
+    assert local
+    misplaced = [link for link in local if not link.startswith(path)]
+    assert not misplaced, misplaced
+    assert f'"{path}assets/stylesheets/' in text
+    assert f'"{path}assets/javascripts/bundle.' in text
+
+
+def test_sitemap_lists_every_page_under_the_site_url(site):
+    sitemap = (site / "sitemap.xml").read_text(encoding="utf-8")
+    listed = set(re.findall(r"<loc>([^<]+)</loc>", sitemap))
+    pages = {
+        _site_url() + page.relative_to(site).as_posix()
+        for page in site.rglob("*.html")
+        if page.name != "404.html"
+    }
+    assert listed == pages
 
 
 if __name__ == "__main__":
