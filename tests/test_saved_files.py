@@ -15,9 +15,13 @@ ConvLSTM2D `peepholes="channel"` with `normalization="layer"`, and
 
 How the files were made: `tests/data/make_saved_files.py` (its docstring
 says how to run it), on the TensorFlow backend, with the package of
-commit 95cf411ae186ccb2270f7b570a7209ad54b54939, Keras 3.15.1, TensorFlow
-2.21.0 (CPU, oneDNN on), NumPy 2.4.6 and Python 3.11.7 (also recorded in
-`tests/data/manifest.json`, under "made_with"). Each model is tiny (2-4
+commit 95cf411ae186ccb2270f7b570a7209ad54b54939 (main before the
+refactor of issue 19), at the oldest versions we support: Keras 3.8.0,
+TensorFlow 2.18.1 (CPU, oneDNN on), NumPy 2.0.2 and Python 3.11.7 (also
+recorded in `tests/data/manifest.json`, under "made_with"). Keras reads
+files of its own version and older ones, not newer ones (3.15 writes
+initializer keys that 3.8 rejects), so files saved at the oldest versions
+are the ones every supported Keras must load. Each model is tiny (2-4
 filters, frames of at most 6x6, kernel 3, at most 4 steps) with every
 weight drawn from a seeded NumPy generator (scale 0.3, so no bias is
 zero); beside each `NAME.keras`, `NAME.npz` holds the seeded input `x`
