@@ -320,7 +320,7 @@ def _per_gate_lstm(keras, kc, filters):
             gates = []
             for g in range(4):
                 block = slice(g * self.filters, (g + 1) * self.filters)
-                x = self._convolve(
+                x = self.convolve(
                     frame,
                     self.kernel[..., block],
                     strides=self.strides,
@@ -330,10 +330,7 @@ def _per_gate_lstm(keras, kc, filters):
                 if self.use_bias:
                     x = x + self.bias[block]
                 gates.append(
-                    x
-                    + self.recurrent_conv(
-                        h_tm1, self.recurrent_kernel[..., block]
-                    )
+                    x + self.convolve(h_tm1, self.recurrent_kernel[..., block])
                 )
             x_i, x_f, x_c, x_o = gates
             i = self.recurrent_activation(x_i)

@@ -266,3 +266,102 @@ def layer_doc(family, rank):
     >>> tuple(model(x).shape)
     (2, 5, {frames}, 8)
     """
+
+
+# The arguments of the 2D cells whose convolutions are all stride 1 and
+# "same" (the memory cells): ConvLSTM's, less the geometry.
+SAME_GEOMETRY_CELL_ARGS = """
+        filters: int, the number of channels of each state.
+        kernel_size: int or 2-tuple of ints, the window of every `k x k`
+            convolution.
+        data_format: `"channels_last"` or `"channels_first"`; defaults to
+            `keras.config.image_data_format()`.
+        activation: `tanh` in the equations (default `"tanh"`).
+        recurrent_activation: `σ` in the equations (default `"sigmoid"`).
+        use_bias: bool, whether to use biases (default `True`).
+        kernel_initializer: initializer of `kernel` (default
+            `"glorot_uniform"`).
+        recurrent_initializer: initializer of `recurrent_kernel` and of
+            every other kernel on the states (default `"orthogonal"`).
+        bias_initializer: initializer of the biases (default `"zeros"`).
+        kernel_regularizer, recurrent_regularizer, bias_regularizer:
+            regularizers, as the initializers.
+        kernel_constraint, recurrent_constraint, bias_constraint:
+            constraints, as the initializers.
+        dropout: float in [0, 1], fraction of the input dropped (training
+            only; one mask per sequence).
+        recurrent_dropout: float in [0, 1], fraction of the hidden state
+            dropped where it enters its convolution (training only; one
+            mask per sequence).
+        seed: int, random seed for dropout."""
+
+SAME_GEOMETRY_ARGS = """
+        strides, padding, dilation_rate: accepted as `1`, `"same"` and `1`
+            only (every convolution keeps the frame size); other values
+            raise a `ValueError`."""
+
+
+def same_geometry_cell_doc(summary, math, extra_args, state_names, example):
+    """Docstring of a 2D cell whose convolutions keep the frame size."""
+    states = ", ".join(state_names)
+    return f"""{summary}
+{math}
+    Args:{SAME_GEOMETRY_CELL_ARGS}{extra_args}{SAME_GEOMETRY_ARGS}
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: one frame `(batch, rows, cols, channels)` (or channels
+            first).
+        states: the list `[{states}]`, each `(batch, rows, cols, filters)`.
+        training: Python boolean, whether dropout is active.
+
+    Input shape:
+        `(batch, rows, cols, channels)` (`channels_last`) or
+        `(batch, channels, rows, cols)` (`channels_first`).
+
+    Output shape:
+        `(output, [{states}])`, each `(batch, rows, cols, filters)` (or
+        channels first): frames and states have one size.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> import keras_convgru as kc{example}
+    """
+
+
+def same_geometry_layer_doc(summary, math, extra_args, state_names, example):
+    """Docstring of the layer around such a cell."""
+    states = ", ".join(state_names)
+    return f"""{summary}
+{math}
+    Args:{SAME_GEOMETRY_CELL_ARGS}{extra_args}{SAME_GEOMETRY_ARGS}{LAYER_ARGS}
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: a tensor `(batch, time, rows, cols, channels)`.
+        initial_state: list of initial state tensors `[{states}]`, each
+            `(batch, rows, cols, filters)`. `None` means zeros.
+        mask: boolean tensor `(batch, time)`; a masked step carries the
+            states forward.
+        training: Python boolean, whether dropout is active.
+
+    Input shape:
+        `(batch, time, rows, cols, channels)` (`channels_last`) or
+        `(batch, time, channels, rows, cols)` (`channels_first`).
+
+    Output shape:
+        - `return_sequences=False`: `(batch, rows, cols, filters)`.
+        - `return_sequences=True`: `(batch, time, rows, cols, filters)`.
+        - `return_state=True`: `[output, {states}]`, each state
+          `(batch, rows, cols, filters)`.
+
+        With `channels_first` the channels come before the spatial axes.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> import keras_convgru as kc{example}
+    """

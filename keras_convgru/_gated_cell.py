@@ -10,6 +10,7 @@ and the gate math (`recurrent_step`, on `keras_convgru._gates`).
 """
 
 import keras
+from keras import ops
 
 from keras_convgru._cell_base import ConvRNNCellBase
 from keras_convgru._conv_ops import conv_output_length
@@ -27,6 +28,9 @@ class GatedConvCell(ConvRNNCellBase):
     #: `"gru"` or `"lstm"`: the step that `keras_convgru._fused` computes
     #: for the family's cells (see `fused_obstacle`), or `None`.
     fused_kind = None
+    #: Indices of the forget gates' blocks of `filters` channels in
+    #: `bias`, which `unit_forget_bias=True` starts at 1.
+    forget_blocks = ()
     #: The normalization sublayers a family may build, by attribute name.
     norm_sublayers = ("input_norm",)
 
@@ -155,7 +159,32 @@ class GatedConvCell(ConvRNNCellBase):
         return (self.gate_count * self.filters,)
 
     def _make_bias_initializer(self):
-        return self.bias_initializer
+        """`bias_initializer`, or with `unit_forget_bias` one that starts
+        the forget gates' blocks (`forget_blocks`) at 1."""
+        if not (self.forget_blocks and getattr(self, "unit_forget_bias", 0)):
+            return self.bias_initializer
+        filters, base = self.filters, self.bias_initializer
+        # Runs of blocks: (is a forget gate, number of blocks), so that the
+        # base initializer draws once per run of other gates.
+        runs = []
+        for block in range(self._bias_shape()[-1] // filters):
+            forget = block in self.forget_blocks
+            if runs and runs[-1][0] == forget:
+                runs[-1][1] += 1
+            else:
+                runs.append([forget, 1])
+
+        def bias_initializer(shape, dtype=None):
+            return ops.concatenate(
+                [
+                    ops.ones((n * filters,), dtype=dtype)
+                    if forget
+                    else base((n * filters,), dtype=dtype)
+                    for forget, n in runs
+                ]
+            )
+
+        return bias_initializer
 
     def input_bias(self):
         """The bias added to the input projection (or `None`)."""
@@ -183,6 +212,7 @@ class GatedConvCell(ConvRNNCellBase):
         self.recurrent_kernel = self._weight(
             "recurrent_kernel", self._recurrent_kernel_shape()
         )
+        self._build_state_weights()
         self.bias = None
         if self.use_bias:
             self.bias = self._weight(
@@ -195,6 +225,10 @@ class GatedConvCell(ConvRNNCellBase):
         if self.normalization is not None:
             self._build_normalization()
         self.built = True
+
+    def _build_state_weights(self):
+        """A family's own kernels between `recurrent_kernel` and `bias`
+        (the memory cells' kernels on their other states)."""
 
     def _build_extra_weights(self):
         """A family's own weights after `bias` (the LSTM's peepholes)."""
@@ -332,3 +366,69 @@ class GatedConvCell(ConvRNNCellBase):
             norm_epsilon=self.norm_epsilon,
         )
         return {**super().get_config(), **config}
+
+
+#: The ConvGRU/ConvLSTM cells' normalization arguments, which the cells
+#: of fixed geometry do not take.
+_NORMALIZATION_ARGUMENTS = ("normalization", "norm_groups", "norm_epsilon")
+
+
+class SameGeometryCell(GatedConvCell):
+    """A 2D gated cell whose every convolution is stride 1 and `"same"`.
+
+    Its frames and its states share one size (TrajGRU warps the state
+    along flows computed from the frame; the memory cells convolve
+    frames, states and memories alike). `strides`, `padding` and
+    `dilation_rate` are accepted with those values only, and the
+    normalization arguments not at all: a `ValueError` names them.
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        *,
+        strides=1,
+        padding="same",
+        dilation_rate=1,
+        **kwargs,
+    ):
+        name = type(self).__name__
+        for argument in _NORMALIZATION_ARGUMENTS:
+            if argument in kwargs:
+                raise ValueError(
+                    f"{name} does not take `{argument}`. Received: "
+                    f"{argument}={kwargs[argument]!r}"
+                )
+        super().__init__(
+            2,
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            dilation_rate=dilation_rate,
+            **kwargs,
+        )
+        for argument, value in (
+            ("strides", self.strides),
+            ("dilation_rate", self.dilation_rate),
+        ):
+            if value != (1, 1):
+                raise ValueError(
+                    f"Argument `{argument}` of a {name} must be 1: the "
+                    "frames and the state share one size. "
+                    f"Received: {argument}={value}"
+                )
+        if self.padding != "same":
+            raise ValueError(
+                f"Argument `padding` of a {name} must be 'same': the "
+                "frames and the state share one size. "
+                f"Received: padding={padding!r}"
+            )
+
+    def get_config(self):
+        config = super().get_config()
+        fixed = ("rank", "strides", "padding", "dilation_rate")
+        for key in fixed + _NORMALIZATION_ARGUMENTS:
+            config.pop(key, None)
+        return config

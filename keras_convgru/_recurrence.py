@@ -151,6 +151,35 @@ def path(layer, sequences_shape, mask):
 # -- what every path shares ------------------------------------------------
 
 
+def broadcastable_mask(mask, state_ndim):
+    """A `(batch, time)` mask as `(batch, time, 1, ..., 1)`.
+
+    Keras's JAX loop broadcasts the per-step mask `(batch, 1)` against
+    the states, which fails for N-D states; with one trailing unit axis
+    per state axis after the batch (read off the state, so a custom
+    cell needs no `rank`), the mask broadcasts on every backend.
+
+    A per-pixel mask, such as `keras.layers.Masking` gives for frames
+    (`(batch, time, *spatial)`: a pixel is masked when all its channels
+    equal the mask value), masks a time step when every pixel of the
+    frame is masked, as `Masking` masks a vector time step when all
+    its features are masked.
+    """
+    mask = keras.tree.flatten(mask)[0]
+    mask = time_step_mask(mask)
+    for _ in range(state_ndim - 1):
+        mask = ops.expand_dims(mask, -1)
+    return mask
+
+
+def time_step_mask(mask):
+    """`(batch, time, ...)` -> `(batch, time)`: any unmasked entry."""
+    mask = ops.cast(mask, "bool")
+    if len(mask.shape) > 2:
+        mask = ops.any(mask, axis=tuple(range(2, len(mask.shape))))
+    return mask
+
+
 def starting_states(layer, initial_state):
     """The states the loop starts from, in the compute dtype: the given
     ones, or a stateful layer's held states (`initial_state=None`)."""

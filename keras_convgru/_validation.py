@@ -113,6 +113,21 @@ def validate_rate(rate, name):
     return float(rate)
 
 
+def validate_non_negative(value, name):
+    """A float argument that is at least 0 (a loss weight)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(
+            f"Argument `{name}` must be a non-negative float. "
+            f"Received: {name}={value!r}"
+        )
+    if not value >= 0:
+        raise ValueError(
+            f"Argument `{name}` must be a non-negative float. "
+            f"Received: {name}={value}"
+        )
+    return float(value)
+
+
 def validate_normalization(normalization, norm_groups, norm_epsilon, filters):
     """`normalization`, `norm_groups` and `norm_epsilon`, checked."""
     if normalization not in _NORMALIZATIONS:

@@ -147,6 +147,7 @@ class ConvLSTMCell(GatedConvCell):
     gate_count = 4
     state_names = ("h", "c")
     fused_kind = "lstm"
+    forget_blocks = (1,)
     norm_sublayers = ("input_norm", "recurrent_norm", "cell_norm")
 
     def __init__(
@@ -199,23 +200,6 @@ class ConvLSTMCell(GatedConvCell):
         self.peephole_regularizer = keras.regularizers.get(peephole_regularizer)
         self.peephole_constraint = keras.constraints.get(peephole_constraint)
         self.peephole_kernel = None
-
-    def _make_bias_initializer(self):
-        if not self.unit_forget_bias:
-            return self.bias_initializer
-        filters = self.filters
-        base = self.bias_initializer
-
-        def bias_initializer(shape, dtype=None):
-            return ops.concatenate(
-                [
-                    base((filters,), dtype=dtype),
-                    ops.ones((filters,), dtype=dtype),
-                    base((2 * filters,), dtype=dtype),
-                ]
-            )
-
-        return bias_initializer
 
     # -- peepholes and normalization ------------------------------------------
 

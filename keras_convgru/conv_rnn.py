@@ -231,20 +231,13 @@ class ConvRNN(keras.layers.RNN):
         """Whether `call` runs the fused recurrence for these sequences.
 
         The fused recurrence computes the same numbers as Keras's time
-        loop, with its own backward pass (`keras.ops.custom_gradient`):
-        the input projections of all steps are computed at once before the
-        loop (as when hoisting); the backward loop runs only the gate
-        derivatives and the state gradient, a convolution with the flipped
-        kernel; the state-to-state kernel's gradient is computed once for
-        the whole sequence after the loop, as one matrix product per
-        kernel tap, instead of a filter-gradient convolution per step; and
-        from the zero initial state the first step's state-to-state
-        convolution (zero) is skipped. It never calls a backend's
-        convolution gradient, which on JAX's CPU backend (XLA:CPU) is
-        where a ConvLSTM's training step spends most of its time: there it
-        trains 13 times faster. On TensorFlow's CPU paths and on PyTorch
-        the per-step convolution gradients are fast and Keras's loop is as
-        fast or faster. See docs/performance.md.
+        loop with its own backward pass, which never calls a backend's
+        convolution gradient (the state-to-state kernel's gradient is one
+        matrix product per kernel tap over the whole sequence; see
+        `keras_convgru._fused`). On JAX's CPU backend, where convolution
+        gradients inside a loop dominate a training step, it trains a
+        ConvLSTM 13 times faster; on TensorFlow's CPU paths and on PyTorch
+        Keras's loop is as fast or faster (docs/performance.md).
 
         It is used when `fuse_recurrence` is `True`, or `"auto"` on the
         JAX backend with a CPU as its default device, and all of these
@@ -281,7 +274,7 @@ class ConvRNN(keras.layers.RNN):
         if mask is not None:
             states = self.states if initial_state is None else initial_state
             state_ndim = len(keras.tree.flatten(states)[0].shape)
-            mask = self._broadcastable_mask(mask, state_ndim)
+            mask = _recurrence.broadcastable_mask(mask, state_ndim)
         path = _recurrence.path(self, tuple(sequences.shape), mask)
         if path == _recurrence.FUSED:
             return _recurrence.run_fused(
@@ -350,34 +343,6 @@ class ConvRNN(keras.layers.RNN):
             ]
         )
 
-    def _broadcastable_mask(self, mask, state_ndim):
-        """A `(batch, time)` mask as `(batch, time, 1, ..., 1)`.
-
-        Keras's JAX loop broadcasts the per-step mask `(batch, 1)` against
-        the states, which fails for N-D states; with one trailing unit axis
-        per state axis after the batch (read off the state, so a custom
-        cell needs no `rank`), the mask broadcasts on every backend.
-
-        A per-pixel mask, such as `keras.layers.Masking` gives for frames
-        (`(batch, time, *spatial)`: a pixel is masked when all its channels
-        equal the mask value), masks a time step when every pixel of the
-        frame is masked, as `Masking` masks a vector time step when all
-        its features are masked.
-        """
-        mask = keras.tree.flatten(mask)[0]
-        mask = self._time_step_mask(mask)
-        for _ in range(state_ndim - 1):
-            mask = ops.expand_dims(mask, -1)
-        return mask
-
-    @staticmethod
-    def _time_step_mask(mask):
-        """`(batch, time, ...)` -> `(batch, time)`: any unmasked entry."""
-        mask = ops.cast(mask, "bool")
-        if len(mask.shape) > 2:
-            mask = ops.any(mask, axis=tuple(range(2, len(mask.shape))))
-        return mask
-
     # -- Layer API -------------------------------------------------------------
 
     def build(self, sequences_shape, initial_state_shape=None):
@@ -442,7 +407,7 @@ class ConvRNN(keras.layers.RNN):
 
     def compute_mask(self, _, mask):
         if mask is not None:
-            mask = self._time_step_mask(keras.tree.flatten(mask)[0])
+            mask = _recurrence.time_step_mask(keras.tree.flatten(mask)[0])
         output_mask = mask if self.return_sequences else None
         if self.return_state:
             n = sum(_recurrence.num_states(c) for c in self._cells)

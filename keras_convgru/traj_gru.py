@@ -15,7 +15,7 @@ from keras import ops
 from keras_convgru import _gates
 from keras_convgru._cell_base import named_arguments
 from keras_convgru._docs import LAYER_ARGS
-from keras_convgru._gated_cell import GatedConvCell
+from keras_convgru._gated_cell import SameGeometryCell
 from keras_convgru._layer_base import ConvRecurrentLayer
 from keras_convgru._layer_base import cell_argument
 from keras_convgru._validation import standardize_tuple
@@ -233,11 +233,10 @@ _TRAJ_CELL_ARGS = """
 
 
 # Arguments of the base cell that a TrajGRU does not have.
-_NOT_SUPPORTED = ("normalization", "norm_groups", "norm_epsilon")
 
 
 @_register
-class TrajGRU2DCell(GatedConvCell):
+class TrajGRU2DCell(SameGeometryCell):
     __doc__ = (
         """Cell of a trajectory GRU (TrajGRU, Shi et al. 2017), 2D.
 
@@ -318,16 +317,7 @@ class TrajGRU2DCell(GatedConvCell):
         dilation_rate=1,
         **kwargs,
     ):
-        # The ConvGRU/ConvLSTM cells' normalization options are not part of
-        # the TrajGRU (docs/api/traj_gru.md): reject, do not ignore them.
-        for name in _NOT_SUPPORTED:
-            if name in kwargs:
-                raise ValueError(
-                    f"TrajGRU2DCell does not take `{name}`. Received: "
-                    f"{name}={kwargs[name]!r}"
-                )
         super().__init__(
-            2,
             filters,
             kernel_size,
             strides=strides,
@@ -351,24 +341,6 @@ class TrajGRU2DCell(GatedConvCell):
             seed=seed,
             **kwargs,
         )
-        for name, value, fixed in (
-            ("strides", self.strides, (1, 1)),
-            ("dilation_rate", self.dilation_rate, (1, 1)),
-        ):
-            if value != fixed:
-                raise ValueError(
-                    f"Argument `{name}` of a TrajGRU2DCell must be 1: the "
-                    "frames and the state share one size (the state is "
-                    f"warped along flows computed from the frame). "
-                    f"Received: {name}={value}"
-                )
-        if self.padding != "same":
-            raise ValueError(
-                "Argument `padding` of a TrajGRU2DCell must be 'same': the "
-                "frames and the state share one size (the state is warped "
-                "along flows computed from the frame). "
-                f"Received: padding={padding!r}"
-            )
         self.links = validate_positive_int(links, "links")
         self.flow_filters = validate_positive_int(flow_filters, "flow_filters")
         self.flow_kernel_size = standardize_tuple(
@@ -513,9 +485,6 @@ class TrajGRU2DCell(GatedConvCell):
 
     def get_config(self):
         config = super().get_config()
-        fixed = ("rank", "strides", "padding", "dilation_rate")
-        for key in fixed + _NOT_SUPPORTED:
-            config.pop(key, None)
         config.update(
             {
                 "links": self.links,
