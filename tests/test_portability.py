@@ -23,9 +23,9 @@ import keras
 import numpy as np
 import pytest
 import reference
-from helpers_subprocess import Job
-from helpers_subprocess import assert_succeeded
-from helpers_subprocess import run_parallel
+from helpers import Job
+from helpers import assert_succeeded
+from helpers import run_parallel
 
 import keras_convgru as kc
 
@@ -144,7 +144,7 @@ def test_keras_files_load_and_predict_the_same_on_every_backend(tmp_path):
     save(directory)
     results = run_parallel(
         [
-            Job(
+            Job.call(
                 f"{backend} subprocess",
                 "test_portability",
                 "save_then_load_worker",

@@ -12,10 +12,10 @@ import json
 import keras
 import numpy as np
 import pytest
-from tables import GRU_CELLS
-from tables import GRU_LAYERS
-from tables import LSTM_CELLS
-from tables import LSTM_LAYERS
+from helpers import GRU_CELLS
+from helpers import GRU_LAYERS
+from helpers import LSTM_CELLS
+from helpers import LSTM_LAYERS
 
 import keras_convgru as kc
 

@@ -22,15 +22,15 @@
 import os
 import re
 
+import helpers as gradcheck
 import keras
 import numpy as np
 import pytest
 import reference
 import reference_traj
-import test_gradcheck as gradcheck
-from helpers_subprocess import Job
-from helpers_subprocess import assert_succeeded
-from helpers_subprocess import run_parallel
+from helpers import Job
+from helpers import assert_succeeded
+from helpers import run_parallel
 from keras import ops
 
 import keras_convgru as kc
@@ -672,7 +672,6 @@ def test_bad_arguments_raise_naming_the_argument(cls, argument, value, error):
 # Gradients: float64 central differences against autodiff
 # --------------------------------------------------------------------------
 
-float64 = gradcheck.float64
 GRADCHECK_STEP = 1e-6
 
 
@@ -803,7 +802,7 @@ def test_every_backend_computes_the_same_and_reads_the_others_files(
     here = keras.backend.backend()
     results = run_parallel(
         [
-            Job(
+            Job.call(
                 f"{backend} subprocess",
                 "test_traj_gru",
                 "predict_and_save_worker",
