@@ -10,9 +10,6 @@
 * Zero flow weights make every link the identity warp: the cell is then
   a ConvGRU whose state-to-state kernel is `U_0 + ... + U_{L-1}` (checked
   against `kc.ConvGRU2D`, itself checked against Keras's GRU elsewhere).
-* Float64 central differences against the backend's autodiff for the
-  inputs, the initial state and every weight, the flow generator's
-  included, through flows that are fractional and leave the frame.
 * Layer behaviour as `ConvGRU2D`'s: return structures, masks,
   `go_backwards`, `initial_state`, `stateful`, unknown frame sizes, stacks
   with ConvGRU and ConvLSTM cells, dropout, mixed precision, `.keras`
@@ -22,7 +19,6 @@
 import os
 import re
 
-import helpers as gradcheck
 import keras
 import numpy as np
 import pytest
@@ -666,85 +662,6 @@ def test_keras_file_round_trip_predicts_the_same(tmp_path):
 def test_bad_arguments_raise_naming_the_argument(cls, argument, value, error):
     with pytest.raises(error, match=rf"{argument}.*{re.escape(repr(value))}"):
         cls(FILTERS, 3, **{argument: value})
-
-
-# --------------------------------------------------------------------------
-# Gradients: float64 central differences against autodiff
-# --------------------------------------------------------------------------
-
-GRADCHECK_STEP = 1e-6
-
-
-def gradient_probes(name, shape, links, rng):
-    """Random directions; one per gate block of the fused gate weights and
-    one per link of the flow generator's output, else one for all."""
-    blocks = {"kernel": 3, "recurrent_kernel": 3, "bias": 3}
-    blocks.update(flow_kernel=links, flow_output_bias=links)
-    return gradcheck.probe_directions(shape, blocks.get(name, 1), rng)
-
-
-def test_autodiff_gradients_match_central_differences(float64):
-    # A 1e-6 step on every backend: the samples are piecewise bilinear in
-    # the flows (kinks where a coordinate crosses an integer) and
-    # leaky_relu has a kink at 0, so a large step would straddle kinks.
-    rng = np.random.default_rng(19)
-    links, time = 2, 2
-    # JAX's eager CPU `tanh` is only float32-accurate in float64 (about
-    # 1e-7, the size of a 1e-6 step's signal); its `sigmoid` is exact.
-    jax = keras.backend.backend() == "jax"
-    layer = kc.TrajGRU2D(
-        FILTERS,
-        3,
-        activation="sigmoid" if jax else "tanh",
-        return_sequences=True,
-        return_state=True,
-        dtype="float64",
-        **small_layer_options(links=links),
-    )
-    x = rng.uniform(-1, 1, size=(BATCH, time, ROWS, COLS, CHANNELS))
-    h0 = rng.uniform(-0.5, 0.5, size=(BATCH, ROWS, COLS, FILTERS))
-    layer.build(x.shape)
-    weights = random_weights(rng, links, "field")
-    names = [v.name for v in layer.weights]
-    # The flows of this case are fractional and leave the frame.
-    flows = reference_traj.flows_of(x[:, 0], h0, weights)
-    assert np.any(flows != np.round(flows)) and np.abs(flows).max() > 3
-    arrays = [x, h0] + [weights[n] for n in names]
-    projections = [
-        rng.normal(size=(BATCH, time, ROWS, COLS, FILTERS)),
-        rng.normal(size=h0.shape),
-    ]
-    mask = np.array([[1, 1], [0, 1]], bool)
-
-    non_trainable = [v.value for v in layer.non_trainable_variables]
-
-    def loss(x, h0, *weights):
-        outputs, _ = layer.stateless_call(
-            list(weights), non_trainable, x, initial_state=[h0], mask=mask
-        )
-        return sum(
-            ops.sum(o * ops.convert_to_tensor(p))
-            for o, p in zip(outputs, projections)
-        )
-
-    value, gradients = gradcheck.backend_functions(loss, arrays)
-    autodiff = gradients(arrays)
-    for index, (what, array, gradient) in enumerate(
-        zip(["inputs", "initial_state"] + names, arrays, autodiff)
-    ):
-        assert gradient.shape == array.shape, what
-        for direction in gradient_probes(what, array.shape, links, rng):
-            moved = [list(arrays), list(arrays)]
-            moved[0][index] = array + GRADCHECK_STEP * direction
-            moved[1][index] = array - GRADCHECK_STEP * direction
-            expected = (value(moved[0]) - value(moved[1])) / (
-                2 * GRADCHECK_STEP
-            )
-            actual = float(np.sum(gradient * direction))
-            assert expected != 0.0, what
-            np.testing.assert_allclose(
-                actual, expected, rtol=1e-6, atol=1e-8, err_msg=what
-            )
 
 
 # --------------------------------------------------------------------------
