@@ -776,40 +776,8 @@ def test_saved_model_export_serves_any_batch_and_frame_size(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# Hoisting and edge cases
+# Edge cases
 # --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("training", [False, True])
-def test_hoisted_and_stepped_input_projection_give_the_same_numbers(training):
-    # ConvRNN computes W * x + bx and Fx * x + bf for all steps before its
-    # loop when a step is small; with the same seed both paths draw the
-    # same dropout masks, so they agree in training too.
-    rng = np.random.default_rng(23)
-    weights = random_weights(rng, 3, "field")
-    x = frames(rng)
-    outputs = {}
-    for name, limit in (("hoisted", 10**12), ("stepped", 0)):
-        keras.utils.set_random_seed(7)
-        layer = built_layer(
-            x.shape,
-            weights,
-            dropout=0.3,
-            recurrent_dropout=0.3,
-            seed=5,
-            return_sequences=True,
-        )
-        layer.max_hoisted_step_elements = limit
-        assert layer.hoists_input_projection(x.shape) == (name == "hoisted")
-        outputs[name] = numpy(layer(x, training=training))
-    np.testing.assert_allclose(
-        outputs["hoisted"], outputs["stepped"], atol=1e-5
-    )
-    expected, _ = reference_traj.traj_gru_reference(x, weights)
-    if training:  # the masks are there
-        assert np.abs(outputs["hoisted"] - expected).max() > 1e-2
-    else:
-        np.testing.assert_allclose(outputs["hoisted"], expected, atol=ATOL)
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
