@@ -320,6 +320,10 @@ class Family:
         each block of a fused weight separately.
     hard_cases(x, states, weights): asserts that inputs and weights drawn
         for the gradient check reach the family's hard cases; or None.
+    config_arguments(): constructor arguments of its rank-2 cell (and
+        layer), `filters` and `kernel_size` included, the others set to
+        something other than their defaults, as the config states them:
+        what config round trips check.
     """
 
     name: str
@@ -332,6 +336,7 @@ class Family:
     reference_atol: float
     smooth: bool
     weight_blocks: object
+    config_arguments: object
     hard_cases: object = None
 
     def layer(self, filters=3, rank=2, **arguments):
@@ -364,6 +369,16 @@ FAMILIES = {
         reference_atol=1e-5,
         smooth=True,
         weight_blocks=_conv_weight_blocks,
+        config_arguments=lambda: {
+            "filters": 3,
+            "kernel_size": (3, 1),
+            "data_format": "channels_first",
+            "activation": "relu",
+            "reset_after": False,
+            "kernel_initializer": keras.initializers.HeNormal(seed=1),
+            "dropout": 0.25,
+            "normalization": "layer",
+        },
     ),
     "lstm": Family(
         name="lstm",
@@ -376,6 +391,16 @@ FAMILIES = {
         reference_atol=1e-5,
         smooth=True,
         weight_blocks=_conv_weight_blocks,
+        config_arguments=lambda: {
+            "filters": 3,
+            "kernel_size": (3, 1),
+            "data_format": "channels_first",
+            "recurrent_activation": "hard_sigmoid",
+            "unit_forget_bias": False,
+            "peepholes": "channel",
+            "peephole_regularizer": keras.regularizers.L1(0.01),
+            "recurrent_dropout": 0.125,
+        },
     ),
     "traj_gru": Family(
         name="traj_gru",
@@ -394,6 +419,18 @@ FAMILIES = {
         reference_atol=1e-4,
         smooth=False,
         weight_blocks=_traj_gru_weight_blocks,
+        config_arguments=lambda: {
+            "filters": 3,
+            "kernel_size": (3, 1),
+            "links": 2,
+            "flow_filters": 6,
+            "flow_kernel_size": (3, 3),
+            "flow_activation": "relu",
+            "flow_kernel_initializer": keras.initializers.GlorotUniform(3),
+            "flow_kernel_regularizer": keras.regularizers.L2(0.01),
+            "dropout": 0.1,
+            "data_format": "channels_first",
+        },
         hard_cases=_traj_gru_hard_cases,
     ),
 }

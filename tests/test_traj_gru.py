@@ -576,72 +576,26 @@ def test_mixed_precision_computes_in_half_with_float32_variables(
 
 
 # --------------------------------------------------------------------------
-# Configs, files, errors
+# Arguments
 # --------------------------------------------------------------------------
 
 
-def test_config_round_trips_and_the_layer_shows_the_cell_arguments():
+def test_the_layer_shows_its_arguments_as_the_cell_normalizes_them():
+    # Config round trips, registration and `.keras` files of every family:
+    # tests/test_serialization.py.
     layer = kc.TrajGRU2D(
         FILTERS,
         (3, 1),
         links=2,
         flow_filters=6,
         flow_kernel_size=3,
-        flow_activation="relu",
-        flow_kernel_initializer="glorot_uniform",
-        flow_kernel_regularizer="l2",
-        dropout=0.1,
         data_format="channels_first",
-        return_sequences=True,
-        go_backwards=True,
-        activity_regularizer="l1",
-        name="traj",
     )
-    config = layer.get_config()
-    assert "cell" not in config
-    for key in ("links", "flow_filters", "return_sequences", "go_backwards"):
-        assert key in config
-    clone = kc.TrajGRU2D.from_config(config)
-    assert clone.get_config() == config
     assert (layer.links, layer.flow_filters) == (2, 6)
     assert layer.flow_kernel_size == (3, 3) and layer.kernel_size == (3, 1)
     assert layer.data_format == "channels_first"
     with pytest.raises(AttributeError):
         layer.links = 4
-    cell = layer.cell
-    cell_clone = kc.TrajGRU2DCell.from_config(cell.get_config())
-    assert cell_clone.get_config() == cell.get_config()
-    # Through Keras's own serialization, by registered name.
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(layer)
-    )
-    assert type(restored) is kc.TrajGRU2D
-    assert restored.get_config() == config
-
-
-def test_keras_file_round_trip_predicts_the_same(tmp_path):
-    rng = np.random.default_rng(18)
-    x = frames(rng)
-    inputs = keras.Input((None, None, None, CHANNELS))
-    y = kc.TrajGRU2D(
-        FILTERS, 3, return_sequences=True, **small_layer_options()
-    )(inputs)
-    y = kc.ConvRNN(
-        [
-            kc.TrajGRU2DCell(2, 3, **small_layer_options(links=2)),
-            kc.ConvGRU2DCell(2, 3, padding="same"),
-        ]
-    )(y)
-    model = keras.Model(inputs, y)
-    model.set_weights(
-        [rng.normal(scale=0.4, size=w.shape) for w in model.weights]
-    )
-    path = str(tmp_path / "traj.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    for a, b in zip(loaded.get_weights(), model.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(numpy(loaded(x)), numpy(model(x)), atol=1e-6)
 
 
 @pytest.mark.parametrize(
