@@ -12,11 +12,16 @@
   against `kc.ConvGRU2D`, itself checked against Keras's GRU elsewhere).
 * Layer behaviour as `ConvGRU2D`'s: return structures, masks,
   `go_backwards`, `initial_state`, `stateful`, unknown frame sizes, stacks
-  with ConvGRU and ConvLSTM cells, dropout, mixed precision, `.keras`
-  files, configs, errors; and the same outputs on all three backends.
+  with ConvGRU and ConvLSTM cells, dropout, mixed precision, training,
+  empty batches, the arguments and their errors.
+
+What every family is tested for runs TrajGRU from the Family table of
+tests/helpers.py: configs and `.keras` files (test_serialization.py),
+the same numbers and files on every backend and SavedModel export
+(test_portability.py), gradients against finite differences
+(test_gradcheck.py), the hoisted input projection (test_hoisting.py).
 """
 
-import os
 import re
 
 import keras
@@ -24,9 +29,13 @@ import numpy as np
 import pytest
 import reference
 import reference_traj
-from helpers import Job
-from helpers import assert_succeeded
-from helpers import run_parallel
+from helpers import FAMILIES
+from helpers import FLOW_KINDS
+from helpers import TRAJ_GRU_BIASES
+from helpers import TRAJ_GRU_WEIGHT_NAMES
+from helpers import set_weights_by_name
+from helpers import traj_gru_weight_shapes
+from helpers import traj_gru_weights
 from keras import ops
 
 import keras_convgru as kc
@@ -34,91 +43,18 @@ from keras_convgru.traj_gru import _bilinear_warp
 
 ATOL = 1e-4
 BATCH, TIME, ROWS, COLS, CHANNELS = 2, 3, 6, 5, 2
+# The sizes of `traj_gru_weights` (its defaults).
 FILTERS, FLOW_FILTERS = 3, 4
-WEIGHT_NAMES = (
-    "kernel",
-    "recurrent_kernel",
-    "bias",
-    "flow_input_kernel",
-    "flow_state_kernel",
-    "flow_bias",
-    "flow_kernel",
-    "flow_output_bias",
-)
-BIASES = ("bias", "flow_bias", "flow_output_bias")
+WEIGHT_NAMES = TRAJ_GRU_WEIGHT_NAMES
+BIASES = TRAJ_GRU_BIASES
 # Batch 0 skips step 1; batch 1 skips its first step.
 MASK = np.array([[1, 0, 1], [0, 1, 1]], dtype=bool)
 
-# What the flow generator's output convolution and bias are set to.
-FLOW_KINDS = ("zero", "integer", "fractional", "outside", "field")
-
 
 def small_layer_options(**options):
-    """Small cells; zero initial weights (every test sets its own, and
-    JAX would compile each random initializer for each weight shape)."""
-    return {
-        "links": 3,
-        "flow_filters": FLOW_FILTERS,
-        "flow_kernel_size": 3,
-        "kernel_initializer": "zeros",
-        "recurrent_initializer": "zeros",
-        **options,
-    }
-
-
-def weight_shapes(channels, filters, links, flow_filters, k=3, fk=3):
-    """The weight table of docs/api/traj_gru.md, channels_last."""
-    return {
-        "kernel": (k, k, channels, 3 * filters),
-        "recurrent_kernel": (1, 1, links * filters, 3 * filters),
-        "bias": (2, 3 * filters),
-        "flow_input_kernel": (fk, fk, channels, flow_filters),
-        "flow_state_kernel": (fk, fk, filters, flow_filters),
-        "flow_bias": (flow_filters,),
-        "flow_kernel": (fk, fk, flow_filters, 2 * links),
-        "flow_output_bias": (2 * links,),
-    }
-
-
-def random_weights(rng, links, flow="field", use_bias=True, scale=0.4):
-    """Weights in the contract's layout; `flow` sets the flows' kind.
-
-    "zero", "integer", "fractional" and "outside" zero the flow
-    generator's output kernel (the rest of the generator stays random),
-    so every pixel gets the flows of the output bias; "field" draws it at
-    random, so the flows vary over the frame (by a few pixels, fractional,
-    some pointing out of the frame).
-    """
-    shapes = weight_shapes(CHANNELS, FILTERS, links, FLOW_FILTERS)
-    w = {name: rng.normal(scale=scale, size=s) for name, s in shapes.items()}
-    if flow == "field":
-        fan_in = np.prod(shapes["flow_kernel"][:-1])
-        w["flow_kernel"] *= 3.0 / (scale * np.sqrt(fan_in))
-        w["flow_output_bias"] = rng.normal(scale=1.0, size=2 * links)
-    else:
-        w["flow_kernel"] = np.zeros(shapes["flow_kernel"])
-        shifts = {
-            "zero": np.zeros(2 * links),
-            "integer": rng.integers(-2, 3, size=2 * links).astype(float),
-            "fractional": rng.uniform(-2.5, 2.5, size=2 * links),
-            # Link 0 entirely outside, the others partly.
-            "outside": np.array([7.5, -0.4, -3.3, 4.6, 0.7, -5.2])[: 2 * links],
-        }
-        w["flow_output_bias"] = shifts[flow]
-        if not use_bias and flow != "zero":
-            raise ValueError("constant flows need the flow output bias")
-    if not use_bias:
-        for name in BIASES:
-            del w[name]
-    return w
-
-
-def set_weights(cell, weights):
-    """Assigns weights by name; every weight of the cell, no other."""
-    by_name = {v.name: v for v in cell.weights}
-    assert set(by_name) == set(weights)
-    for name, value in weights.items():
-        by_name[name].assign(value.astype(by_name[name].dtype))
+    """The Family table's small TrajGRU (zero initial weights: every test
+    sets its own), with `options`."""
+    return {**FAMILIES["traj_gru"].options, **options}
 
 
 def to_channels_first(x, channel_axis_after):
@@ -198,7 +134,7 @@ def test_weights_have_the_contract_names_and_shapes():
         **small_layer_options(links=4, flow_filters=5, flow_kernel_size=3),
     )
     cell.build((None, None, None, CHANNELS))
-    shapes = weight_shapes(CHANNELS, FILTERS, 4, 5, k=3, fk=3)
+    shapes = traj_gru_weight_shapes(CHANNELS, FILTERS, 4, 5, k=3, fk=3)
     shapes["kernel"] = (3, 1, CHANNELS, 3 * FILTERS)
     assert {v.name: tuple(v.shape) for v in cell.weights} == shapes
     assert cell.projection_channels == 3 * FILTERS + 5
@@ -244,7 +180,7 @@ STEP_CASES = [
 @pytest.mark.parametrize("kind,links,data_format,use_bias", STEP_CASES)
 def test_step_matches_numpy_reference(kind, links, data_format, use_bias):
     rng = np.random.default_rng(5)
-    weights = random_weights(rng, links, kind, use_bias)
+    weights = traj_gru_weights(rng, links, kind, use_bias)
     x = rng.uniform(-1, 1, size=(BATCH, ROWS, COLS, CHANNELS))
     h = rng.uniform(-1, 1, size=(BATCH, ROWS, COLS, FILTERS))
     flows = reference_traj.flows_of(
@@ -268,7 +204,7 @@ def test_step_matches_numpy_reference(kind, links, data_format, use_bias):
     if data_format == "channels_first":
         x, h = to_channels_first(x, 1), to_channels_first(h, 1)
     cell.build(x.shape)
-    set_weights(cell, weights)
+    set_weights_by_name(cell, weights)
     x, h = (ops.convert_to_tensor(a, "float32") for a in (x, h))
     projection = cell.input_projection(x)
     output, (new_h,) = cell.recurrent_step(projection, [h])
@@ -285,7 +221,7 @@ def test_recurrent_dropout_mask_enters_the_flows_and_links_only(data_format):
     # links are warps of h * mask; the update z * h uses h itself.
     rng = np.random.default_rng(6)
     links = 2
-    weights = random_weights(rng, links, "field")
+    weights = traj_gru_weights(rng, links, "field")
     x = rng.uniform(-1, 1, size=(BATCH, ROWS, COLS, CHANNELS))
     h = rng.uniform(-1, 1, size=(BATCH, ROWS, COLS, FILTERS))
     mask = rng.choice([0.0, 2.0], size=h.shape)
@@ -312,7 +248,7 @@ def test_recurrent_dropout_mask_enters_the_flows_and_links_only(data_format):
     if data_format == "channels_first":
         x, h, mask = (to_channels_first(a, 1) for a in (x, h, mask))
     cell.build(x.shape)
-    set_weights(cell, weights)
+    set_weights_by_name(cell, weights)
     x, h, mask = (ops.convert_to_tensor(a, "float32") for a in (x, h, mask))
     output, _ = cell.recurrent_step(
         cell.input_projection(x), [h], recurrent_dropout_mask=mask
@@ -335,7 +271,7 @@ def frames(rng, shape=(BATCH, TIME, ROWS, COLS, CHANNELS)):
 def built_layer(x_shape, weights, **options):
     layer = kc.TrajGRU2D(FILTERS, 3, **small_layer_options(**options))
     layer.build(x_shape)
-    set_weights(layer.cell, weights)
+    set_weights_by_name(layer.cell, weights)
     return layer
 
 
@@ -354,7 +290,7 @@ def test_sequence_matches_numpy_reference(name):
     masked = spec.pop("mask", False)
     with_state = spec.pop("initial_state", False)
     rng = np.random.default_rng(8)
-    weights = random_weights(rng, 3, "field")
+    weights = traj_gru_weights(rng, 3, "field")
     x = frames(rng)
     h0 = rng.uniform(-1, 1, size=(BATCH, ROWS, COLS, FILTERS))
     mask = MASK if masked else None
@@ -385,7 +321,7 @@ def test_sequence_matches_numpy_reference(name):
 @pytest.mark.parametrize("return_state", [False, True])
 def test_return_structure_is_keras_gru_s(return_sequences, return_state):
     rng = np.random.default_rng(9)
-    weights = random_weights(rng, 3, "field")
+    weights = traj_gru_weights(rng, 3, "field")
     x = frames(rng)
     expected, expected_h = reference_traj.traj_gru_reference(x, weights)
     layer = built_layer(
@@ -406,11 +342,11 @@ def test_return_structure_is_keras_gru_s(return_sequences, return_state):
 
 def test_unknown_frame_sizes_in_a_functional_model():
     rng = np.random.default_rng(10)
-    weights = random_weights(rng, 3, "field")
+    weights = traj_gru_weights(rng, 3, "field")
     inputs = keras.Input((None, None, None, CHANNELS))
     layer = kc.TrajGRU2D(FILTERS, 3, **small_layer_options())
     model = keras.Model(inputs, layer(inputs))
-    set_weights(layer.cell, weights)
+    set_weights_by_name(layer.cell, weights)
     for shape in [(2, 3, 6, 5, CHANNELS), (1, 4, 4, 7, CHANNELS)]:
         x = frames(rng, shape)
         _, expected = reference_traj.traj_gru_reference(x, weights)
@@ -421,7 +357,7 @@ def test_unknown_frame_sizes_in_a_functional_model():
 
 def test_stateful_layer_continues_where_the_last_batch_ended():
     rng = np.random.default_rng(11)
-    weights = random_weights(rng, 3, "field")
+    weights = traj_gru_weights(rng, 3, "field")
     x = frames(rng, (BATCH, 4, ROWS, COLS, CHANNELS))
     expected, _ = reference_traj.traj_gru_reference(x, weights)
     inputs = keras.Input(batch_shape=(BATCH, None, ROWS, COLS, CHANNELS))
@@ -433,7 +369,7 @@ def test_stateful_layer_continues_where_the_last_batch_ended():
         **small_layer_options(),
     )
     model = keras.Model(inputs, layer(inputs))
-    set_weights(layer.cell, weights)
+    set_weights_by_name(layer.cell, weights)
     first = numpy(model(x[:, :2]))
     second = numpy(model(x[:, 2:]))
     np.testing.assert_allclose(
@@ -447,7 +383,7 @@ def test_stateful_layer_continues_where_the_last_batch_ended():
 
 def test_stacked_with_convgru_and_convlstm_cells():
     rng = np.random.default_rng(12)
-    traj = random_weights(rng, 3, "field")
+    traj = traj_gru_weights(rng, 3, "field")
     x = frames(rng)
     cells = [
         kc.TrajGRU2DCell(FILTERS, 3, **small_layer_options()),
@@ -456,7 +392,7 @@ def test_stacked_with_convgru_and_convlstm_cells():
     ]
     layer = kc.ConvRNN(cells, return_sequences=True)
     layer.build(x.shape)
-    set_weights(cells[0], traj)
+    set_weights_by_name(cells[0], traj)
     gru = [rng.normal(scale=0.4, size=v.shape) for v in cells[1].weights]
     lstm = [rng.normal(scale=0.4, size=v.shape) for v in cells[2].weights]
     for cell, values in ((cells[1], gru), (cells[2], lstm)):
@@ -475,7 +411,7 @@ def test_zero_flow_weights_make_it_a_convgru_with_the_summed_links():
     # kernel with only its centre tap.
     rng = np.random.default_rng(13)
     links = 3
-    weights = random_weights(rng, links, "zero")
+    weights = traj_gru_weights(rng, links, "zero")
     x = frames(rng)
     mask = MASK
     traj = built_layer(x.shape, weights, return_sequences=True)
@@ -497,12 +433,12 @@ def test_zero_flow_weights_make_it_a_convgru_with_the_summed_links():
 
 def test_cell_in_a_plain_keras_rnn_matches_the_reference():
     rng = np.random.default_rng(14)
-    weights = random_weights(rng, 3, "field")
+    weights = traj_gru_weights(rng, 3, "field")
     x = frames(rng)
     cell = kc.TrajGRU2DCell(FILTERS, 3, **small_layer_options())
     rnn = keras.layers.RNN(cell, return_sequences=True)
     rnn.build(x.shape)
-    set_weights(cell, weights)
+    set_weights_by_name(cell, weights)
     # No mask: Keras's own masked JAX loop cannot broadcast a (batch, 1)
     # mask against an N-D state (ConvRNN can; tested above).
     expected, _ = reference_traj.traj_gru_reference(x, weights)
@@ -511,7 +447,7 @@ def test_cell_in_a_plain_keras_rnn_matches_the_reference():
 
 def test_dropout_is_active_in_training_only():
     rng = np.random.default_rng(15)
-    weights = random_weights(rng, 3, "field")
+    weights = traj_gru_weights(rng, 3, "field")
     x = frames(rng)
     expected, _ = reference_traj.traj_gru_reference(x, weights)
     layer = built_layer(
@@ -557,7 +493,7 @@ def test_mixed_precision_computes_in_half_with_float32_variables(
     policy, float32_policy
 ):
     rng = np.random.default_rng(17)
-    weights = random_weights(rng, 3, "field")
+    weights = traj_gru_weights(rng, 3, "field")
     x = frames(rng)
     expected, expected_h = reference_traj.traj_gru_reference(x, weights)
     keras.mixed_precision.set_dtype_policy(policy)
@@ -616,117 +552,6 @@ def test_the_layer_shows_its_arguments_as_the_cell_normalizes_them():
 def test_bad_arguments_raise_naming_the_argument(cls, argument, value, error):
     with pytest.raises(error, match=rf"{argument}.*{re.escape(repr(value))}"):
         cls(FILTERS, 3, **{argument: value})
-
-
-# --------------------------------------------------------------------------
-# The same numbers on every backend; SavedModel export
-# --------------------------------------------------------------------------
-
-BACKENDS = ("tensorflow", "jax", "torch")
-SUBPROCESS_TIMEOUT = 300
-
-
-def portable_model():
-    inputs = keras.Input((None, None, None, CHANNELS))
-    y = kc.TrajGRU2D(
-        FILTERS, 3, return_sequences=True, **small_layer_options()
-    )(inputs)
-    y = kc.TrajGRU2D(
-        2,
-        3,
-        data_format="channels_last",
-        go_backwards=True,
-        **small_layer_options(links=2),
-    )(y)
-    return keras.Model(inputs, y)
-
-
-def portable_weights(model):
-    rng = np.random.default_rng(20)
-    first = random_weights(rng, 3, "field")
-    values = [first[v.name] for v in model.layers[1].cell.weights]
-    values += [
-        rng.normal(scale=0.4, size=v.shape) for v in model.layers[2].weights
-    ]
-    return [v.astype("float32") for v in values]
-
-
-def portable_frames():
-    return frames(np.random.default_rng(21))
-
-
-def predict_and_save_worker(directory):
-    """On this process's backend: predict and save a `.keras` file."""
-    backend = keras.backend.backend()
-    model = portable_model()
-    model.set_weights(portable_weights(model))
-    model.save(os.path.join(directory, f"{backend}.keras"))
-    prediction = model.predict(portable_frames(), verbose=0)
-    np.save(os.path.join(directory, f"{backend}.npy"), prediction)
-
-
-@pytest.mark.tensorflow_session
-def test_every_backend_computes_the_same_and_reads_the_others_files(
-    tmp_path,
-):
-    directory = str(tmp_path)
-    here = keras.backend.backend()
-    results = run_parallel(
-        [
-            Job.call(
-                f"{backend} subprocess",
-                "test_traj_gru",
-                "predict_and_save_worker",
-                [directory],
-                {"KERAS_BACKEND": backend},
-            )
-            for backend in BACKENDS
-            if backend != here
-        ],
-        SUBPROCESS_TIMEOUT,
-    )
-    predict_and_save_worker(directory)
-    assert_succeeded(results)
-    x = portable_frames()
-    weights = portable_weights(portable_model())
-    first = dict(zip(WEIGHT_NAMES, weights[:8]))
-    second = dict(zip(WEIGHT_NAMES, weights[8:]))
-    y, _ = reference_traj.traj_gru_reference(x, first)
-    _, expected = reference_traj.traj_gru_reference(
-        y, second, go_backwards=True
-    )
-    for backend in BACKENDS:
-        prediction = np.load(tmp_path / f"{backend}.npy")
-        np.testing.assert_allclose(
-            prediction, expected, atol=ATOL, err_msg=backend
-        )
-        loaded = keras.models.load_model(tmp_path / f"{backend}.keras")
-        np.testing.assert_allclose(
-            loaded.predict(x, verbose=0),
-            prediction,
-            atol=1e-5,
-            err_msg=f"saved on {backend}, loaded on {here}",
-        )
-
-
-@pytest.mark.tensorflow_session
-def test_saved_model_export_serves_any_batch_and_frame_size(tmp_path):
-    import tensorflow as tf
-
-    model = portable_model()
-    model.set_weights(portable_weights(model))
-    path = str(tmp_path / "saved_model")
-    model.export(path, format="tf_saved_model", verbose=False)
-    served = tf.saved_model.load(path)
-    rng = np.random.default_rng(22)
-    for shape in [(1, 3, 6, 5, CHANNELS), (3, 2, 8, 4, CHANNELS)]:
-        x = frames(rng, shape)
-        np.testing.assert_allclose(
-            served.serve(tf.constant(x)).numpy(),
-            model.predict(x, verbose=0),
-            atol=1e-5,
-            err_msg=str(shape),
-        )
 
 
 # --------------------------------------------------------------------------
