@@ -37,6 +37,7 @@ on an AVX-512 machine it is True unset, True with `=1` and False with
 `=0` (checked on TensorFlow 2.18.1 and 2.21.0).
 """
 
+import contextlib
 import os
 
 import hypothesis
@@ -166,3 +167,16 @@ def float32_policy():
         yield
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+@pytest.fixture
+def float64():
+    """JAX computes in float32 unless 64-bit mode is on; scope it."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            yield
+    else:
+        with contextlib.nullcontext():
+            yield

@@ -5,12 +5,14 @@ profiler; no timings are checked."""
 
 import json
 import os
-import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
+from helpers import Job
+from helpers import python
+from helpers import run
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import bench_convrnn  # noqa: E402
@@ -113,23 +115,18 @@ def test_smoke_driver_runs_each_setup_in_a_worker_with_its_environment(
     # TF_ENABLE_ONEDNN_OPTS; plain PyTorch runs in the torch setup's worker
     # and is shown in the TensorFlow column too.
     out = tmp_path / "driver.md"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            SCRIPT,
-            "--smoke",
-            "--setups",
-            "tf-onednn-off,torch",
-            "--peers",
-            "keras.ConvLSTM2D,kc.ConvGRU2D,torch ConvGRU",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    command = python(
+        SCRIPT,
+        "--smoke",
+        "--setups",
+        "tf-onednn-off,torch",
+        "--peers",
+        "keras.ConvLSTM2D,kc.ConvGRU2D,torch ConvGRU",
+        "--out",
+        out,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run(Job("driver", command, separate_stderr=True), 600)
+    assert proc.code == 0, proc.errors[-3000:]
     with open(tmp_path / "driver.json") as f:
         results = json.load(f)
     got = {(r["setup"], r["peer"]): r for r in results["rows"]}
@@ -285,24 +282,19 @@ PROFILE_SCRIPT = os.path.join(HERE, "..", "benchmarks", "profile_ops.py")
 def test_op_profile_smoke_run_finds_the_convolutions(tmp_path):
     # The profiler script runs TensorFlow in its workers whatever the
     # session's backend; the convolutions of a training step must show up.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            PROFILE_SCRIPT,
-            "--workloads",
-            "smoke",
-            "--peers",
-            "kc.ConvGRU2D,keras.ConvLSTM2D",
-            "--steps",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    command = python(
+        PROFILE_SCRIPT,
+        "--workloads",
+        "smoke",
+        "--peers",
+        "kc.ConvGRU2D,keras.ConvLSTM2D",
+        "--steps",
+        "1",
+        "--out",
+        tmp_path,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run(Job("profile", command, separate_stderr=True), 600)
+    assert proc.code == 0, proc.errors[-3000:]
     with open(tmp_path / "profile-cpu-tensorflow.json") as f:
         results = json.load(f)
     assert [r["peer"] for r in results] == ["kc.ConvGRU2D", "keras.ConvLSTM2D"]

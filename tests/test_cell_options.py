@@ -9,6 +9,8 @@ precision, each against the same layer run another way.
 import keras
 import numpy as np
 import pytest
+from helpers import assert_close
+from helpers import randomize_weights
 from keras import ops
 
 import keras_convgru as kc
@@ -45,18 +47,7 @@ def make(name, **arguments):
 
 
 def randomize(layer, rng):
-    weights = [rng.normal(scale=0.4, size=w.shape) for w in layer.weights]
-    layer.set_weights(weights)
-    return weights
-
-
-def assert_close(actual, expected, atol=1e-5):
-    for a, e in zip(keras.tree.flatten(actual), keras.tree.flatten(expected)):
-        np.testing.assert_allclose(
-            ops.convert_to_numpy(ops.cast(a, "float32")),
-            ops.convert_to_numpy(ops.cast(e, "float32")),
-            atol=atol,
-        )
+    return randomize_weights(layer, rng, scale=0.4)
 
 
 @pytest.mark.parametrize("name", SOME)

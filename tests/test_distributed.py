@@ -24,10 +24,11 @@ import signal
 import keras
 import numpy as np
 import pytest
-from helpers_subprocess import Job
-from helpers_subprocess import assert_succeeded
-from helpers_subprocess import free_ports
-from helpers_subprocess import run_parallel
+from helpers import Job
+from helpers import assert_succeeded
+from helpers import free_ports
+from helpers import random_weights
+from helpers import run_parallel
 
 pytestmark = pytest.mark.tensorflow_session
 
@@ -247,7 +248,7 @@ def runs(tmp_path_factory):
     }
     jobs = {
         "mirrored": [
-            Job(
+            Job.call(
                 "mirrored",
                 "test_distributed",
                 "mirrored_worker",
@@ -256,7 +257,7 @@ def runs(tmp_path_factory):
             )
         ],
         "multi-worker": [
-            Job(
+            Job.call(
                 f"worker {i}",
                 "test_distributed",
                 "multi_worker",
@@ -274,7 +275,7 @@ def runs(tmp_path_factory):
             for i in (0, 1)
         ],
         "jax": [
-            Job(
+            Job.call(
                 "jax",
                 "test_distributed",
                 "jax_data_parallel_worker",
@@ -327,7 +328,7 @@ def build_initial_weights():
     rng = np.random.default_rng(1)
     shapes = [(3, 3, 1, 3 * FILTERS), (3, 3, FILTERS, 3 * FILTERS)]
     shapes.append((2, 3 * FILTERS))
-    return [rng.normal(scale=0.4, size=s).astype("float32") for s in shapes]
+    return random_weights(shapes, rng, scale=0.4)
 
 
 # Keras 3.8 and 3.9 (and so our oldest-versions run) train a model under

@@ -23,9 +23,7 @@ import html
 import inspect
 import io
 import json
-import os
 import re
-import subprocess
 import sys
 import textwrap
 import urllib.parse
@@ -33,6 +31,9 @@ from pathlib import Path
 
 import keras
 import pytest
+from helpers import Job
+from helpers import python
+from helpers import run
 
 import keras_convgru as kc
 
@@ -208,18 +209,14 @@ def test_page_python_blocks_run(page, tmp_path, monkeypatch):
         monkeypatch.chdir(tmp_path)
         run_page(path)
         return
-    env = {**os.environ, "KERAS_BACKEND": needed, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run(
-        [sys.executable, __file__, str(path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    env = {"KERAS_BACKEND": needed, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    job = Job(
+        page, python(__file__, path), env, cwd=tmp_path, separate_stderr=True
     )
-    assert result.returncode == 0, (
+    result = run(job, 600)
+    assert result.code == 0, (
         f"{page} failed with KERAS_BACKEND={needed}:\n"
-        f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        f"{result.output[-3000:]}\n{result.errors[-5000:]}"
     )
 
 
@@ -231,23 +228,11 @@ def test_page_python_blocks_run(page, tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mkdocs",
-            "build",
-            "--strict",
-            "--site-dir",
-            str(out),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-8000:]
+    command = python("-m", "mkdocs", "build", "--strict", "--site-dir", out)
+    env = {"NO_MKDOCS_2_WARNING": "1"}
+    job = Job("mkdocs", command, env, cwd=ROOT, separate_stderr=True)
+    result = run(job, 600)
+    assert result.code == 0, result.errors[-8000:]
     return out
 
 

@@ -12,6 +12,9 @@ import os
 import keras
 import numpy as np
 import pytest
+from helpers import Job
+from helpers import python
+from helpers import run
 
 import keras_convgru as kc
 
@@ -346,9 +349,6 @@ def test_plain_keras_rnn_over_stacked_cells_without_states_points_to_conv_rnn():
 def test_loading_without_the_import_fails_as_the_saving_guide_quotes(tmp_path):
     # docs/guides/saving.md quotes this message next to its fix (the
     # import); Keras imports only its own packages while loading.
-    import subprocess
-    import sys
-
     path = str(tmp_path / "model.keras")
     model = keras.Sequential(
         [keras.Input((3, 6, 6, 2)), kc.ConvGRU2D(2, 3, padding="same")]
@@ -360,20 +360,17 @@ def test_loading_without_the_import_fails_as_the_saving_guide_quotes(tmp_path):
         "    print('loaded')\n"
         "except TypeError as error:\n    print(error)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run(
+        Job("load_model", python("-c", script), separate_stderr=True), 300
     )
     keras_version = tuple(int(p) for p in keras.version().split(".")[:2])
     if keras_version >= (3, 15):
-        assert "Could not locate class 'ConvGRU2D'" in proc.stdout, proc.stderr
+        assert "Could not locate class 'ConvGRU2D'" in proc.output, proc.errors
     else:
         # Keras 3.8 imported the module a file names by itself.
-        assert "loaded" in proc.stdout or (
-            "Could not locate class 'ConvGRU2D'" in proc.stdout
-        ), proc.stderr
+        assert "loaded" in proc.output or (
+            "Could not locate class 'ConvGRU2D'" in proc.output
+        ), proc.errors
     with open("docs/guides/saving.md", encoding="utf-8") as f:
         guide = " ".join(f.read().split())
     assert "Could not locate class 'ConvGRU2D'. Make sure custom classes" in (

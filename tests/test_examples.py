@@ -11,14 +11,15 @@ import importlib.util
 import json
 import math
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from helpers import Job
+from helpers import python
+from helpers import run_parallel
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -48,29 +49,25 @@ def quick_runs(tmp_path_factory):
     """
     xla_flags = os.environ.get("XLA_FLAGS", "")
     env = {
-        **os.environ,
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "XLA_FLAGS": f"{xla_flags} --xla_backend_optimization_level=0",
     }
-    running = {}
-    for name in ("flyby_tracking", "next_frame"):
-        out = tmp_path_factory.mktemp(name)
-        command = [sys.executable, str(EXAMPLES / f"{name}.py"), "--quick"]
-        running[name] = (
-            out,
-            subprocess.Popen(
-                [*command, "--out", str(out)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-            ),
+    names = ("flyby_tracking", "next_frame")
+    outs = {name: tmp_path_factory.mktemp(name) for name in names}
+    jobs = [
+        Job(
+            name,
+            python(EXAMPLES / f"{name}.py", "--quick", "--out", outs[name]),
+            env,
         )
-    finished = {}
-    for name, (out, proc) in running.items():
-        output, _ = proc.communicate(timeout=600)
-        finished[name] = (out, proc.returncode, output)
-    return finished
+        for name in names
+    ]
+    # Up to 600 s each, as when each was waited for in turn.
+    results = run_parallel(jobs, 600 * len(jobs), stop_on_failure=False)
+    return {
+        name: (outs[name], results[name].code, results[name].output)
+        for name in names
+    }
 
 
 def assert_png(path):

@@ -36,7 +36,7 @@ import functools
 import keras
 import numpy as np
 import pytest
-from tables import randomize_weights
+from helpers import randomize_weights
 
 import keras_convgru as kc
 

@@ -1,4 +1,4 @@
-"""Finite-difference gradient check of both cells, in float64.
+"""Finite-difference gradient check of every family's cell, in float64.
 
 The gradient that the backend's own autodiff computes (tf.GradientTape,
 jax.grad, torch.autograd) for the inputs, the initial states and every
@@ -25,42 +25,57 @@ inputs on JAX and PyTorch (`keras.backend.result_type` maps 64-bit types
 to 32-bit ones off TensorFlow, as all of Keras's normalization layers
 use it), so those cases are float32-accurate there and take JAX's
 settings on PyTorch too.
-"""
 
-import contextlib
+TrajGRU (and any family whose `Family.smooth` is False): the samples are
+piecewise bilinear in the flows (kinks where a coordinate crosses an
+integer) and leaky_relu has a kink at 0, so a large step would straddle
+kinks: a 1e-6 step with second-order differences on every backend,
+checked to rtol 1e-6, atol 1e-8; on JAX the candidate's activation is
+`sigmoid` (JAX's eager CPU `tanh` is only float32-accurate in float64,
+about 1e-7, the size of a 1e-6 step's signal; its `sigmoid` is exact).
+The flows of its case are fractional and leave the frame
+(`Family.hard_cases`).
+
+Every family of `tests/helpers.py`'s `FAMILIES` is checked with its
+default small layer; the other cases add the options of the GRU and LSTM
+families.
+"""
 
 import keras
 import numpy as np
 import pytest
+from helpers import FAMILIES
+from helpers import backend_functions
+from helpers import probe_directions
 from keras import ops
-
-import keras_convgru as kc
 
 BATCH, TIME, SIDE, CHANNELS, FILTERS = 2, 3, 4, 2, 2
 # Sample 1 skips its second step.
 MASK = np.array([[1, 1, 1], [1, 0, 1]], bool)
 
-CASES = {
-    "gru-reset_after": (kc.ConvGRU2D, {"reset_after": True}),
-    "gru-reset_before": (kc.ConvGRU2D, {"reset_after": False}),
-    "lstm": (kc.ConvLSTM2D, {}),
-    "gru-reset_after-layer-norm": (
-        kc.ConvGRU2D,
-        {"reset_after": True, "normalization": "layer"},
-    ),
-    "gru-reset_before-group-norm": (
-        kc.ConvGRU2D,
-        {"reset_after": False, "normalization": "group", "norm_groups": 2},
-    ),
-    "lstm-peepholes-channel-layer-norm": (
-        kc.ConvLSTM2D,
-        {"peepholes": "channel", "normalization": "layer"},
-    ),
-    "lstm-peepholes-full-group-norm": (
-        kc.ConvLSTM2D,
-        {"peepholes": "full", "normalization": "group", "norm_groups": 2},
-    ),
-}
+# name: (family, options). Each family's small layer, then options.
+CASES = {name: (name, {}) for name in FAMILIES}
+CASES.update(
+    {
+        "gru-reset_before": ("gru", {"reset_after": False}),
+        "gru-reset_after-layer-norm": (
+            "gru",
+            {"reset_after": True, "normalization": "layer"},
+        ),
+        "gru-reset_before-group-norm": (
+            "gru",
+            {"reset_after": False, "normalization": "group", "norm_groups": 2},
+        ),
+        "lstm-peepholes-channel-layer-norm": (
+            "lstm",
+            {"peepholes": "channel", "normalization": "layer"},
+        ),
+        "lstm-peepholes-full-group-norm": (
+            "lstm",
+            {"peepholes": "full", "normalization": "group", "norm_groups": 2},
+        ),
+    }
+)
 
 
 # The fused recurrence (`ConvRNN.uses_fused_recurrence`): its own backward
@@ -68,41 +83,31 @@ CASES = {
 # through Keras's loop); nonzero initial states, so the state gradients and
 # the first step's state-to-state convolution are checked.
 FUSED_CASES = {
-    "gru-reset_after-fused": (kc.ConvGRU2D, {"reset_after": True}),
-    "lstm-fused": (kc.ConvLSTM2D, {}),
+    "gru-reset_after-fused": ("gru", {"reset_after": True}),
+    "lstm-fused": ("lstm", {}),
 }
 CASES.update(FUSED_CASES)
 
 
-def difference_settings(name=""):
+def difference_settings(name):
     """(step, stencil, rtol, atol) for this backend and case; see the
     docstring."""
     backend = keras.backend.backend()
+    if not FAMILIES[CASES[name][0]].smooth:
+        return 1e-6, "second-order", 1e-6, 1e-8
     float32_statistics = backend == "torch" and "norm" in name
     if backend == "jax" or float32_statistics:
         return 1e-2, "fourth-order", 1e-3, 2e-4
     return 1e-6, "second-order", 1e-6, 1e-9
 
 
-@pytest.fixture
-def float64():
-    """JAX computes in float32 unless 64-bit mode is on; scope it."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            yield
-    else:
-        with contextlib.nullcontext():
-            yield
-
-
 def make_case(name, rng):
-    layer_class, options = CASES[name]
-    layer = layer_class(
+    family_name, options = CASES[name]
+    family = FAMILIES[family_name]
+    if not family.smooth and keras.backend.backend() == "jax":
+        options = {"activation": "sigmoid", **options}
+    layer = family.layer(
         FILTERS,
-        3,
-        padding="same",
         return_sequences=True,
         return_state=True,
         dtype="float64",
@@ -112,12 +117,18 @@ def make_case(name, rng):
     layer.build(x.shape)
     layer.fuse_recurrence = name in FUSED_CASES
     assert layer.uses_fused_recurrence(x.shape) == (name in FUSED_CASES)
-    weights = [rng.normal(scale=0.4, size=w.shape) for w in layer.weights]
-    state_count = 1 if layer_class is kc.ConvGRU2D else 2
+    assert [w.path for w in layer.weights] == [
+        w.path for w in layer.cell.weights
+    ]
+    weights = [
+        np.asarray(w, "float64") for w in family.weights(layer.cell, rng, 0.4)
+    ]
     states = [
         rng.uniform(-0.5, 0.5, size=(BATCH, SIDE, SIDE, FILTERS))
-        for _ in range(state_count)
+        for _ in range(family.states)
     ]
+    if family.hard_cases is not None:
+        family.hard_cases(x, states, weights)
     output_shapes = [(BATCH, TIME, SIDE, SIDE, FILTERS)] + [
         s.shape for s in states
     ]
@@ -145,58 +156,7 @@ def loss_function(layer, projections, state_count):
     return loss
 
 
-def backend_functions(loss, arrays):
-    """(value(arrays) -> float, gradients(arrays) -> arrays), compiled
-    where the backend compiles, with the backend's own autodiff."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        compiled = tf.function(loss)
-
-        def value(arrays):
-            return float(compiled(*[tf.constant(a) for a in arrays]))
-
-        def gradients(arrays):
-            tensors = [tf.constant(a) for a in arrays]
-            with tf.GradientTape() as tape:
-                tape.watch(tensors)
-                result = loss(*tensors)
-            return tape.gradient(result, tensors)
-
-    elif backend == "jax":
-        import jax
-
-        # One compilation per case: the value comes with its gradient.
-        value_and_grad = jax.jit(
-            jax.value_and_grad(loss, argnums=tuple(range(len(arrays))))
-        )
-
-        def value(arrays):
-            return float(value_and_grad(*arrays)[0])
-
-        def gradients(arrays):
-            return value_and_grad(*arrays)[1]
-
-    elif backend == "torch":
-        import torch
-
-        def value(arrays):
-            with torch.no_grad():
-                return float(loss(*[torch.tensor(a) for a in arrays]))
-
-        def gradients(arrays):
-            tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
-            return torch.autograd.grad(loss(*tensors), tensors)
-
-    else:
-        raise AssertionError(f"no autodiff written for backend {backend}")
-    return value, lambda arrays: [
-        ops.convert_to_numpy(g) for g in gradients(arrays)
-    ]
-
-
-def directional_difference(value, arrays, index, direction, name=""):
+def directional_difference(value, arrays, index, direction, name):
     step, stencil, _, _ = difference_settings(name)
 
     def at(t):
@@ -209,38 +169,13 @@ def directional_difference(value, arrays, index, direction, name=""):
     return (-at(2) + 8 * at(1) - 8 * at(-1) + at(-2)) / (12 * step)
 
 
-def probe_directions(shape, gates, rng, axis=-1):
-    """Random directions: over the whole tensor, or (fused weights) one per
-    gate block of `axis`, so every gate of every weight is probed."""
-    if gates == 1:
-        return [rng.normal(size=shape)]
-    axis = axis % len(shape)
-    width = shape[axis] // gates
-    directions = []
-    for gate in range(gates):
-        v = np.zeros(shape)
-        block = (slice(None),) * axis + (
-            slice(gate * width, (gate + 1) * width),
-        )
-        v[block] = rng.normal(size=v[block].shape)
-        directions.append(v)
-    return directions
-
-
-def weight_blocks(weight, cell):
-    """(blocks, axis) of a weight: one probe per gate (or peephole row)."""
-    if weight.name == "peephole_kernel":
-        return 3, 0  # rows wci, wcf, wco
-    if weight.name in ("gamma", "beta"):
-        return weight.shape[0] // cell.filters, -1  # one per gate block
-    return cell.gate_count, -1
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_autodiff_gradients_match_central_differences(name, float64):
     rng = np.random.default_rng(11)
+    family = FAMILIES[CASES[name][0]]
     layer, arrays, projections = make_case(name, rng)
     state_count = len(arrays) - 1 - len(layer.weights)
+    assert state_count == family.states
     value, gradients = backend_functions(
         loss_function(layer, projections, state_count), arrays
     )
@@ -261,7 +196,7 @@ def test_autodiff_gradients_match_central_differences(name, float64):
         gates, axis = 1, -1
         if is_weight:
             weight = layer.weights[index - 1 - state_count]
-            gates, axis = weight_blocks(weight, layer.cell)
+            gates, axis = family.weight_blocks(weight, layer.cell)
         for direction in probe_directions(array.shape, gates, rng, axis):
             expected = directional_difference(
                 value, arrays, index, direction, name

@@ -1,9 +1,19 @@
 """ConvRNN computes the same numbers whether or not it hoists the input
-projection out of the time loop (it chooses by the size of one step)."""
+projection out of the time loop (it chooses by the size of one step).
+
+Every family of `tests/helpers.py`'s `FAMILIES` (ConvGRU, ConvLSTM,
+TrajGRU), with random weights: both paths agree, with dropout too (the
+same masks), and without training both compute the family's NumPy
+reference.
+"""
+
+import functools
 
 import keras
 import numpy as np
 import pytest
+from helpers import FAMILIES
+from helpers import family_of
 from keras import ops
 
 import keras_convgru as kc
@@ -13,30 +23,39 @@ HOIST_NEVER = 0
 
 
 def _outputs(layer_factory, x, threshold, monkeypatch, training=False):
+    """The layer's outputs on one path, and its (random) weights."""
     monkeypatch.setattr(kc.ConvRNN, "max_hoisted_step_elements", threshold)
     # Keras's loop on every backend (the fused recurrence, the default on
     # JAX's CPU, projects every step at once; tests/test_fused.py).
     monkeypatch.setattr(kc.ConvRNN, "fuse_recurrence", False)
     keras.utils.set_random_seed(7)
     layer = layer_factory()
+    layer.build(x.shape)
+    weights = family_of(layer.cell).randomize(layer, np.random.default_rng(3))
+    assert layer.hoists_input_projection(x.shape) == (threshold == HOIST_ALWAYS)
     outputs = layer(x, training=training)
-    return [ops.convert_to_numpy(t) for t in keras.tree.flatten(outputs)]
+    return [ops.convert_to_numpy(t) for t in keras.tree.flatten(outputs)], (
+        weights
+    )
 
 
+# Each family's small layer, and variants of the GRU and LSTM families.
 LAYERS = {
-    "gru": lambda: kc.ConvGRU2D(
-        3, 3, padding="same", return_sequences=True, return_state=True
-    ),
-    "gru-reset-before": lambda: kc.ConvGRU2D(
-        3, 3, strides=2, reset_after=False, return_sequences=True
-    ),
-    "lstm": lambda: kc.ConvLSTM2D(
-        3, 3, padding="same", return_sequences=True, return_state=True
-    ),
-    "lstm-1d-backwards": lambda: kc.ConvLSTM1D(
-        2, 3, go_backwards=True, return_sequences=True
-    ),
+    name: functools.partial(
+        family.layer, 3, return_sequences=True, return_state=True
+    )
+    for name, family in FAMILIES.items()
 }
+LAYERS.update(
+    {
+        "gru-reset-before": lambda: kc.ConvGRU2D(
+            3, 3, strides=2, reset_after=False, return_sequences=True
+        ),
+        "lstm-1d-backwards": lambda: kc.ConvLSTM1D(
+            2, 3, go_backwards=True, return_sequences=True
+        ),
+    }
+)
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
@@ -46,36 +65,53 @@ def test_hoisted_and_stepped_input_projection_give_the_same_numbers(
     rank = 1 if "1d" in name else 2
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 4) + (7,) * rank + (2,)).astype("float32")
-    hoisted = _outputs(LAYERS[name], x, HOIST_ALWAYS, monkeypatch)
-    stepped = _outputs(LAYERS[name], x, HOIST_NEVER, monkeypatch)
+    hoisted, _ = _outputs(LAYERS[name], x, HOIST_ALWAYS, monkeypatch)
+    stepped, _ = _outputs(LAYERS[name], x, HOIST_NEVER, monkeypatch)
+    assert len(hoisted) == len(stepped)
     for a, b in zip(hoisted, stepped):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["gru", "lstm"])
+def _dropout_layer(family):
+    return FAMILIES[family].layer(
+        3,
+        dropout=0.5,
+        recurrent_dropout=0.5,
+        seed=11,
+        return_sequences=True,
+    )
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_dropout_masks_are_drawn_once_per_sequence_on_both_paths(
-    name, monkeypatch
+    family, monkeypatch
 ):
     # Same seed, same masks: with dropout the two paths still agree, which
     # holds only if the stepped path shares one mask across all steps too.
-    def factory():
-        layer_class = kc.ConvGRU2D if name == "gru" else kc.ConvLSTM2D
-        return layer_class(
-            3,
-            3,
-            padding="same",
-            dropout=0.5,
-            recurrent_dropout=0.5,
-            seed=11,
-            return_sequences=True,
-        )
-
+    factory = functools.partial(_dropout_layer, family)
     x = np.ones((2, 4, 5, 5, 2), "float32")
-    hoisted = _outputs(factory, x, HOIST_ALWAYS, monkeypatch, training=True)
-    stepped = _outputs(factory, x, HOIST_NEVER, monkeypatch, training=True)
-    no_dropout = _outputs(factory, x, HOIST_ALWAYS, monkeypatch)
+    hoisted, _ = _outputs(factory, x, HOIST_ALWAYS, monkeypatch, True)
+    stepped, _ = _outputs(factory, x, HOIST_NEVER, monkeypatch, True)
+    no_dropout, _ = _outputs(factory, x, HOIST_ALWAYS, monkeypatch)
     np.testing.assert_allclose(hoisted[0], stepped[0], atol=1e-5, rtol=1e-5)
-    assert np.abs(hoisted[0] - no_dropout[0]).max() > 1e-3
+    # The masks are there.
+    assert np.abs(hoisted[0] - no_dropout[0]).max() > 1e-2
+
+
+@pytest.mark.parametrize(
+    "family", [name for name, f in FAMILIES.items() if f.reference]
+)
+def test_without_training_both_paths_compute_the_reference(family, monkeypatch):
+    factory = functools.partial(_dropout_layer, family)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 6, 5, 2))
+    x = x.astype("float32")
+    hoisted, weights = _outputs(factory, x, HOIST_ALWAYS, monkeypatch)
+    stepped, _ = _outputs(factory, x, HOIST_NEVER, monkeypatch)
+    np.testing.assert_allclose(hoisted[0], stepped[0], atol=1e-5)
+    expected, _ = FAMILIES[family].reference(x, weights)
+    np.testing.assert_allclose(
+        hoisted[0], expected, atol=FAMILIES[family].reference_atol
+    )
 
 
 def test_layer_hoists_small_steps_and_steps_large_ones_per_sample():

@@ -10,9 +10,9 @@
 import keras
 import numpy as np
 import pytest
-from tables import GRU_LAYERS
-from tables import LSTM_LAYERS
-from tables import randomize_weights
+from helpers import GRU_LAYERS
+from helpers import LSTM_LAYERS
+from helpers import randomize_weights
 
 import keras_convgru as kc
 

@@ -31,15 +31,14 @@ too).
 import ast
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import keras
 import pytest
+from helpers import Job
+from helpers import python
+from helpers import run_parallel
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 KERAS_TEST_FILES = (
@@ -210,12 +209,10 @@ KERAS_TEST_IDS = [
 def _run_pytest_per_file(folder, env, timeout):
     """pytest on each Keras file at once, one process each (most of their
     time is the backend compiling, one core each); {file: output}."""
-    started = []
-    try:
-        for name in KERAS_TEST_FILES:
-            log = open(folder / f"{name}.log", "w+")
-            command = [
-                sys.executable,
+    jobs = [
+        Job(
+            name,
+            python(
                 "-m",
                 "pytest",
                 "-q",
@@ -223,32 +220,14 @@ def _run_pytest_per_file(folder, env, timeout):
                 "no:cacheprovider",
                 f"--junitxml={folder / name}.xml",
                 name,
-            ]
-            process = subprocess.Popen(
-                command,
-                cwd=folder,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            started.append((name, process, log))
-        deadline = time.monotonic() + timeout
-        outputs = {}
-        for name, process, log in started:
-            try:
-                process.wait(timeout=max(deadline - time.monotonic(), 0))
-            except subprocess.TimeoutExpired:
-                pass
-            log.seek(0)
-            outputs[name] = log.read()
-        return outputs
-    finally:
-        for _, process, log in started:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            log.close()
+            ),
+            env,
+            cwd=folder,
+        )
+        for name in KERAS_TEST_FILES
+    ]
+    results = run_parallel(jobs, timeout, stop_on_failure=False)
+    return {name: results[name].output for name in KERAS_TEST_FILES}
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,10 @@ keras.layers.GRU / LSTM: a 1x1 kernel on 1-pixel frames is a plain GRU.
 import keras
 import numpy as np
 import pytest
+from helpers import assert_close
+from helpers import randomize_weights
+from helpers import to_numpy
 from keras import ops
-from tables import randomize_weights
 
 import keras_convgru as kc
 
@@ -22,10 +24,6 @@ SIDE = 3
 CHANNELS = 1
 FILTERS = 2
 ATOL = 1e-5
-
-
-def to_numpy(x):
-    return ops.convert_to_numpy(x)
 
 
 def frames(rng, batch=BATCH, time=TIME, spatial=(SIDE, SIDE)):
@@ -48,13 +46,6 @@ def built_pair(make, x, first_kwargs, second_kwargs):
     second(x)
     second.set_weights(first.get_weights())
     return first, second
-
-
-def assert_close(actual, expected, atol=ATOL):
-    actual, expected = keras.tree.flatten(actual), keras.tree.flatten(expected)
-    assert len(actual) == len(expected)
-    for a, e in zip(actual, expected):
-        np.testing.assert_allclose(to_numpy(a), to_numpy(e), atol=atol)
 
 
 # --- the 1x1 / 1-pixel setting: a conv layer is keras.layers.GRU / LSTM ------

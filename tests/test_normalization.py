@@ -10,10 +10,10 @@ input projection (normalized frame by frame), and the errors.
 import keras
 import numpy as np
 import pytest
+from helpers import LAYERS
+from helpers import contract_weight_shapes
+from helpers import norm_blocks
 from keras import ops
-from tables import LAYERS
-from tables import contract_weight_shapes
-from tables import norm_blocks
 
 import keras_convgru as kc
 

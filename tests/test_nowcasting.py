@@ -12,12 +12,13 @@ import importlib.util
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import Job
+from helpers import python
+from helpers import run
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -39,24 +40,12 @@ def test_quick_run_writes_tables_and_figure(tmp_path):
     # quick mode's one step takes less time than optimising it would.
     xla_flags = os.environ.get("XLA_FLAGS", "")
     env = {
-        **os.environ,
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "XLA_FLAGS": f"{xla_flags} --xla_backend_optimization_level=0",
     }
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(EXAMPLES / "nowcasting.py"),
-            "--quick",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    command = python(EXAMPLES / "nowcasting.py", "--quick", "--out", tmp_path)
+    result = run(Job("nowcasting", command, env), 600)
+    assert result.code == 0, result.output[-3000:]
     figure = tmp_path / "nowcasting.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

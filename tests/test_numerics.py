@@ -20,16 +20,16 @@
   3e-2 at most, 3e-4 and 3e-3 on average, on all three backends.
 """
 
+import helpers
 import keras
 import numpy as np
 import pytest
 import reference
-import tables
+from helpers import randomize_weights
 from keras import ops
-from tables import randomize_weights
 
 FILTERS = 2
-LAYERS = {family: tables.LAYERS[family, 2] for family in ("gru", "lstm")}
+LAYERS = {family: helpers.LAYERS[family, 2] for family in ("gru", "lstm")}
 REFERENCES = {
     "gru": reference.conv_gru_reference,
     "lstm": reference.conv_lstm_reference,

@@ -11,12 +11,13 @@ import email
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tarfile
 import zipfile
 
 import pytest
+from helpers import Job
+from helpers import python
+from helpers import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = """
@@ -30,16 +31,12 @@ print("BUILT", wheel, sdist)
 
 
 def tracked_files():
-    result = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    command = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]
+    result = run(Job("git", command, cwd=ROOT, separate_stderr=True), 300)
+    assert result.code == 0, result.errors
     return [
         f
-        for f in result.stdout.splitlines()
+        for f in result.output.splitlines()
         if os.path.isfile(os.path.join(ROOT, f))
     ]
 
@@ -52,16 +49,18 @@ def distributions(tmp_path_factory):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(os.path.join(ROOT, name), target)
     out = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run(
-        [sys.executable, "-c", BUILD, str(out)],
-        cwd=source,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run(
+        Job(
+            "build",
+            python("-c", BUILD, out),
+            cwd=source,
+            separate_stderr=True,
+        ),
+        300,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.code == 0, proc.errors[-3000:]
     built = [
-        line for line in proc.stdout.splitlines() if line.startswith("BUILT")
+        line for line in proc.output.splitlines() if line.startswith("BUILT")
     ]
     _, wheel_name, sdist_name = built[-1].split()
     return out / wheel_name, out / sdist_name
@@ -116,7 +115,8 @@ def test_sdist_carries_what_its_tests_read(distributions):
         "mkdocs.yml",
         "tests/conftest.py",
         "tests/reference.py",
-        "tests/tables.py",
+        "tests/helpers.py",
+        "tests/reference_traj.py",
         "docs/index.md",
         "docs/_ext/keras_docstrings.py",
         "examples/flyby_tracking.py",

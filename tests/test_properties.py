@@ -20,17 +20,17 @@ own `Conv2D` and `ConvLSTM2D` fail there), the cells transpose around the
 convolution.
 """
 
+import helpers
 import keras
 import numpy as np
 import reference
-import tables
+from helpers import CELLS
+from helpers import LAYERS
+from helpers import contract_weight_shapes
 from hypothesis import example
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
-from tables import CELLS
-from tables import LAYERS
-from tables import contract_weight_shapes
 
 import keras_convgru as kc
 
@@ -200,7 +200,7 @@ def state_spatial(case):
     )
 
 
-def random_weights(case, rng):
+def case_weights(case, rng):
     """Every weight in the documented layout (and the layer's format).
 
     Normalization scales (`gamma`) are drawn around 1, the other weights
@@ -219,9 +219,9 @@ def random_weights(case, rng):
         state_spatial=state_spatial(case),
         data_format=case["data_format"],
     )
-    weights = tables.random_weights(shapes, rng, WEIGHT_SCALE)
+    weights = helpers.random_weights(shapes, rng, WEIGHT_SCALE)
     if case.get("normalization") is not None:
-        terms = tables.norm_blocks(case["family"], reset_after)
+        terms = helpers.norm_blocks(case["family"], reset_after)
         first = len(weights) - 2 * len(terms)
         for k in range(len(terms)):
             weights[first + 2 * k] += 1.0
@@ -242,7 +242,7 @@ def reference_options(case, weights):
     if case.get("normalization") is not None:
         reset_after = case["family"] == "gru" and case["reset_after"]
         norm = {"groups": case["norm_groups"], "epsilon": case["norm_epsilon"]}
-        for name, _ in tables.norm_blocks(case["family"], reset_after):
+        for name, _ in helpers.norm_blocks(case["family"], reset_after):
             norm[name.removesuffix("_norm")] = weights[index : index + 2]
             index += 2
         options["norm"] = norm
@@ -278,7 +278,7 @@ def check_layer_against_reference(case):
     rng = np.random.default_rng(case["seed"])
     shape = (case["batch"], case["time"], *case["spatial"], case["channels"])
     x = rng.uniform(-1.0, 1.0, size=shape).astype("float32")
-    weights = random_weights(case, rng)
+    weights = case_weights(case, rng)
     mask = make_mask(case["mask"], case["batch"], case["time"], rng)
     states = None
     if case["initial_state"]:

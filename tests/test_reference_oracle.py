@@ -8,17 +8,17 @@ layout fails here too) and compares float32 outputs and final states with
 the float64 reference.
 """
 
+import helpers
 import keras
 import numpy as np
 import pytest
 import reference
-import tables
-from tables import GRU_CELLS
-from tables import GRU_LAYERS
-from tables import LSTM_CELLS
-from tables import LSTM_LAYERS
-from tables import contract_weight_shapes
-from tables import randomize_weights
+from helpers import GRU_CELLS
+from helpers import GRU_LAYERS
+from helpers import LSTM_CELLS
+from helpers import LSTM_LAYERS
+from helpers import contract_weight_shapes
+from helpers import randomize_weights
 
 import keras_convgru as kc
 
@@ -120,7 +120,7 @@ def random_inputs(rng, spec):
     return x
 
 
-def random_weights(rng, rank, in_channels, gates, spec, gru):
+def contract_weights(rng, rank, in_channels, gates, spec, gru):
     """Kernel, recurrent kernel and (maybe) bias in the documented layout."""
     shapes = contract_weight_shapes(
         "gru" if gru else "lstm",
@@ -130,7 +130,7 @@ def random_weights(rng, rank, in_channels, gates, spec, gru):
         use_bias=spec["use_bias"],
         reset_after=gru and spec["reset_after"],
     )
-    return tables.random_weights(shapes, rng, WEIGHT_SCALE)
+    return helpers.random_weights(shapes, rng, WEIGHT_SCALE)
 
 
 def state_shape(spec):
@@ -211,7 +211,7 @@ def check_layer_against_reference(spec, gru):
     gates = 3 if gru else 4
     layers = GRU_LAYERS if gru else LSTM_LAYERS
     x = random_inputs(rng, spec)
-    weights = random_weights(rng, rank, CHANNELS[rank], gates, spec, gru)
+    weights = contract_weights(rng, rank, CHANNELS[rank], gates, spec, gru)
 
     layer = layers[rank](
         **layer_options(spec, gru),
@@ -285,7 +285,7 @@ def check_cell_in_plain_rnn_against_reference(spec, gru, generic):
     rng = np.random.default_rng(99)
     rank = spec["rank"]
     x = random_inputs(rng, spec)
-    weights = random_weights(
+    weights = contract_weights(
         rng, rank, CHANNELS[rank], 3 if gru else 4, spec, gru
     )
     rnn = plain_rnn(spec, gru, generic)

@@ -12,10 +12,12 @@ import json
 import keras
 import numpy as np
 import pytest
-from tables import GRU_CELLS
-from tables import GRU_LAYERS
-from tables import LSTM_CELLS
-from tables import LSTM_LAYERS
+from helpers import FAMILIES
+from helpers import GRU_CELLS
+from helpers import GRU_LAYERS
+from helpers import LSTM_CELLS
+from helpers import LSTM_LAYERS
+from helpers import randomize_weights
 
 import keras_convgru as kc
 
@@ -38,6 +40,9 @@ OBJECT_ARGUMENTS = (
     "peephole_regularizer",
     "peephole_constraint",
     "activity_regularizer",
+    "flow_kernel_initializer",
+    "flow_kernel_regularizer",
+    "flow_kernel_constraint",
 )
 
 
@@ -174,6 +179,34 @@ def test_layer_config_round_trips_every_argument(cls, rank, family, spacing):
     assert type(rebuilt.cell) is cls.cell_class
     assert_arguments_survived(rebuilt.cell.get_config(), cell_arguments)
     assert rebuilt.cell.rank == rank
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_family_layer_config_round_trips_and_shows_the_cell_arguments(family):
+    cell_arguments = FAMILIES[family].config_arguments()
+    arguments = {**cell_arguments, **NON_DEFAULT_LAYER_ARGUMENTS}
+    cls = FAMILIES[family].layers[2]
+    layer = cls(**arguments)
+    config = layer.get_config()
+    # The cell's arguments are the layer's; no nested cell.
+    assert "cell" not in config
+    rebuilt = assert_config_round_trips(cls, layer, arguments)
+    assert type(rebuilt.cell) is FAMILIES[family].cells[2]
+    assert_arguments_survived(rebuilt.cell.get_config(), cell_arguments)
+    # The layer shows each cell argument, read-only.
+    for name in cell_arguments:
+        assert getattr(layer, name) == getattr(layer.cell, name), name
+        with pytest.raises(AttributeError):
+            setattr(layer, name, 4)
+    cell = layer.cell
+    cell_clone = type(cell).from_config(cell.get_config())
+    assert cell_clone.get_config() == cell.get_config()
+    # Through Keras's own serialization, by registered name.
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(layer)
+    )
+    assert type(restored) is cls
+    assert restored.get_config() == config
 
 
 def test_layer_config_survives_json():
@@ -349,6 +382,28 @@ def test_model_with_peepholes_and_normalization_saves_and_loads(tmp_path, rng):
     loaded = keras.models.load_model(path)
     assert_same_model(
         model, loaded, rng.normal(size=(2, 3, 5, 4, 2)).astype("float32")
+    )
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_family_layer_and_stacked_cell_save_and_load(family, tmp_path, rng):
+    # The family's layer, then its cell stacked with a ConvGRU2D cell in
+    # ConvRNN; frames of any size.
+    inputs = keras.Input((None, None, None, 2))
+    x = FAMILIES[family].layer(3, return_sequences=True)(inputs)
+    x = kc.ConvRNN(
+        [
+            FAMILIES[family].cell(2),
+            kc.ConvGRU2DCell(2, 3, padding="same"),
+        ]
+    )(x)
+    model = keras.Model(inputs, x)
+    randomize_weights(model, rng, scale=0.4)
+    path = tmp_path / f"{family}.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert_same_model(
+        model, loaded, rng.uniform(-1, 1, (2, 3, 6, 5, 2)).astype("float32")
     )
 
 

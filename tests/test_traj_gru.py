@@ -10,16 +10,18 @@
 * Zero flow weights make every link the identity warp: the cell is then
   a ConvGRU whose state-to-state kernel is `U_0 + ... + U_{L-1}` (checked
   against `kc.ConvGRU2D`, itself checked against Keras's GRU elsewhere).
-* Float64 central differences against the backend's autodiff for the
-  inputs, the initial state and every weight, the flow generator's
-  included, through flows that are fractional and leave the frame.
 * Layer behaviour as `ConvGRU2D`'s: return structures, masks,
   `go_backwards`, `initial_state`, `stateful`, unknown frame sizes, stacks
-  with ConvGRU and ConvLSTM cells, dropout, mixed precision, `.keras`
-  files, configs, errors; and the same outputs on all three backends.
+  with ConvGRU and ConvLSTM cells, dropout, mixed precision, training,
+  empty batches, the arguments and their errors.
+
+What every family is tested for runs TrajGRU from the Family table of
+tests/helpers.py: configs and `.keras` files (test_serialization.py),
+the same numbers and files on every backend and SavedModel export
+(test_portability.py), gradients against finite differences
+(test_gradcheck.py), the hoisted input projection (test_hoisting.py).
 """
 
-import os
 import re
 
 import keras
@@ -27,10 +29,13 @@ import numpy as np
 import pytest
 import reference
 import reference_traj
-import test_gradcheck as gradcheck
-from helpers_subprocess import Job
-from helpers_subprocess import assert_succeeded
-from helpers_subprocess import run_parallel
+from helpers import FAMILIES
+from helpers import FLOW_KINDS
+from helpers import TRAJ_GRU_BIASES
+from helpers import TRAJ_GRU_WEIGHT_NAMES
+from helpers import set_weights_by_name
+from helpers import traj_gru_weight_shapes
+from helpers import traj_gru_weights
 from keras import ops
 
 import keras_convgru as kc
@@ -38,91 +43,18 @@ from keras_convgru.traj_gru import _bilinear_warp
 
 ATOL = 1e-4
 BATCH, TIME, ROWS, COLS, CHANNELS = 2, 3, 6, 5, 2
+# The sizes of `traj_gru_weights` (its defaults).
 FILTERS, FLOW_FILTERS = 3, 4
-WEIGHT_NAMES = (
-    "kernel",
-    "recurrent_kernel",
-    "bias",
-    "flow_input_kernel",
-    "flow_state_kernel",
-    "flow_bias",
-    "flow_kernel",
-    "flow_output_bias",
-)
-BIASES = ("bias", "flow_bias", "flow_output_bias")
+WEIGHT_NAMES = TRAJ_GRU_WEIGHT_NAMES
+BIASES = TRAJ_GRU_BIASES
 # Batch 0 skips step 1; batch 1 skips its first step.
 MASK = np.array([[1, 0, 1], [0, 1, 1]], dtype=bool)
 
-# What the flow generator's output convolution and bias are set to.
-FLOW_KINDS = ("zero", "integer", "fractional", "outside", "field")
-
 
 def small_layer_options(**options):
-    """Small cells; zero initial weights (every test sets its own, and
-    JAX would compile each random initializer for each weight shape)."""
-    return {
-        "links": 3,
-        "flow_filters": FLOW_FILTERS,
-        "flow_kernel_size": 3,
-        "kernel_initializer": "zeros",
-        "recurrent_initializer": "zeros",
-        **options,
-    }
-
-
-def weight_shapes(channels, filters, links, flow_filters, k=3, fk=3):
-    """The weight table of docs/api/traj_gru.md, channels_last."""
-    return {
-        "kernel": (k, k, channels, 3 * filters),
-        "recurrent_kernel": (1, 1, links * filters, 3 * filters),
-        "bias": (2, 3 * filters),
-        "flow_input_kernel": (fk, fk, channels, flow_filters),
-        "flow_state_kernel": (fk, fk, filters, flow_filters),
-        "flow_bias": (flow_filters,),
-        "flow_kernel": (fk, fk, flow_filters, 2 * links),
-        "flow_output_bias": (2 * links,),
-    }
-
-
-def random_weights(rng, links, flow="field", use_bias=True, scale=0.4):
-    """Weights in the contract's layout; `flow` sets the flows' kind.
-
-    "zero", "integer", "fractional" and "outside" zero the flow
-    generator's output kernel (the rest of the generator stays random),
-    so every pixel gets the flows of the output bias; "field" draws it at
-    random, so the flows vary over the frame (by a few pixels, fractional,
-    some pointing out of the frame).
-    """
-    shapes = weight_shapes(CHANNELS, FILTERS, links, FLOW_FILTERS)
-    w = {name: rng.normal(scale=scale, size=s) for name, s in shapes.items()}
-    if flow == "field":
-        fan_in = np.prod(shapes["flow_kernel"][:-1])
-        w["flow_kernel"] *= 3.0 / (scale * np.sqrt(fan_in))
-        w["flow_output_bias"] = rng.normal(scale=1.0, size=2 * links)
-    else:
-        w["flow_kernel"] = np.zeros(shapes["flow_kernel"])
-        shifts = {
-            "zero": np.zeros(2 * links),
-            "integer": rng.integers(-2, 3, size=2 * links).astype(float),
-            "fractional": rng.uniform(-2.5, 2.5, size=2 * links),
-            # Link 0 entirely outside, the others partly.
-            "outside": np.array([7.5, -0.4, -3.3, 4.6, 0.7, -5.2])[: 2 * links],
-        }
-        w["flow_output_bias"] = shifts[flow]
-        if not use_bias and flow != "zero":
-            raise ValueError("constant flows need the flow output bias")
-    if not use_bias:
-        for name in BIASES:
-            del w[name]
-    return w
-
-
-def set_weights(cell, weights):
-    """Assigns weights by name; every weight of the cell, no other."""
-    by_name = {v.name: v for v in cell.weights}
-    assert set(by_name) == set(weights)
-    for name, value in weights.items():
-        by_name[name].assign(value.astype(by_name[name].dtype))
+    """The Family table's small TrajGRU (zero initial weights: every test
+    sets its own), with `options`."""
+    return {**FAMILIES["traj_gru"].options, **options}
 
 
 def to_channels_first(x, channel_axis_after):
@@ -202,7 +134,7 @@ def test_weights_have_the_contract_names_and_shapes():
         **small_layer_options(links=4, flow_filters=5, flow_kernel_size=3),
     )
     cell.build((None, None, None, CHANNELS))
-    shapes = weight_shapes(CHANNELS, FILTERS, 4, 5, k=3, fk=3)
+    shapes = traj_gru_weight_shapes(CHANNELS, FILTERS, 4, 5, k=3, fk=3)
     shapes["kernel"] = (3, 1, CHANNELS, 3 * FILTERS)
     assert {v.name: tuple(v.shape) for v in cell.weights} == shapes
     assert cell.projection_channels == 3 * FILTERS + 5
@@ -248,7 +180,7 @@ STEP_CASES = [
 @pytest.mark.parametrize("kind,links,data_format,use_bias", STEP_CASES)
 def test_step_matches_numpy_reference(kind, links, data_format, use_bias):
     rng = np.random.default_rng(5)
-    weights = random_weights(rng, links, kind, use_bias)
+    weights = traj_gru_weights(rng, links, kind, use_bias)
     x = rng.uniform(-1, 1, size=(BATCH, ROWS, COLS, CHANNELS))
     h = rng.uniform(-1, 1, size=(BATCH, ROWS, COLS, FILTERS))
     flows = reference_traj.flows_of(
@@ -272,7 +204,7 @@ def test_step_matches_numpy_reference(kind, links, data_format, use_bias):
     if data_format == "channels_first":
         x, h = to_channels_first(x, 1), to_channels_first(h, 1)
     cell.build(x.shape)
-    set_weights(cell, weights)
+    set_weights_by_name(cell, weights)
     x, h = (ops.convert_to_tensor(a, "float32") for a in (x, h))
     projection = cell.input_projection(x)
     output, (new_h,) = cell.recurrent_step(projection, [h])
@@ -289,7 +221,7 @@ def test_recurrent_dropout_mask_enters_the_flows_and_links_only(data_format):
     # links are warps of h * mask; the update z * h uses h itself.
     rng = np.random.default_rng(6)
     links = 2
-    weights = random_weights(rng, links, "field")
+    weights = traj_gru_weights(rng, links, "field")
     x = rng.uniform(-1, 1, size=(BATCH, ROWS, COLS, CHANNELS))
     h = rng.uniform(-1, 1, size=(BATCH, ROWS, COLS, FILTERS))
     mask = rng.choice([0.0, 2.0], size=h.shape)
@@ -316,7 +248,7 @@ def test_recurrent_dropout_mask_enters_the_flows_and_links_only(data_format):
     if data_format == "channels_first":
         x, h, mask = (to_channels_first(a, 1) for a in (x, h, mask))
     cell.build(x.shape)
-    set_weights(cell, weights)
+    set_weights_by_name(cell, weights)
     x, h, mask = (ops.convert_to_tensor(a, "float32") for a in (x, h, mask))
     output, _ = cell.recurrent_step(
         cell.input_projection(x), [h], recurrent_dropout_mask=mask
@@ -339,7 +271,7 @@ def frames(rng, shape=(BATCH, TIME, ROWS, COLS, CHANNELS)):
 def built_layer(x_shape, weights, **options):
     layer = kc.TrajGRU2D(FILTERS, 3, **small_layer_options(**options))
     layer.build(x_shape)
-    set_weights(layer.cell, weights)
+    set_weights_by_name(layer.cell, weights)
     return layer
 
 
@@ -358,7 +290,7 @@ def test_sequence_matches_numpy_reference(name):
     masked = spec.pop("mask", False)
     with_state = spec.pop("initial_state", False)
     rng = np.random.default_rng(8)
-    weights = random_weights(rng, 3, "field")
+    weights = traj_gru_weights(rng, 3, "field")
     x = frames(rng)
     h0 = rng.uniform(-1, 1, size=(BATCH, ROWS, COLS, FILTERS))
     mask = MASK if masked else None
@@ -389,7 +321,7 @@ def test_sequence_matches_numpy_reference(name):
 @pytest.mark.parametrize("return_state", [False, True])
 def test_return_structure_is_keras_gru_s(return_sequences, return_state):
     rng = np.random.default_rng(9)
-    weights = random_weights(rng, 3, "field")
+    weights = traj_gru_weights(rng, 3, "field")
     x = frames(rng)
     expected, expected_h = reference_traj.traj_gru_reference(x, weights)
     layer = built_layer(
@@ -410,11 +342,11 @@ def test_return_structure_is_keras_gru_s(return_sequences, return_state):
 
 def test_unknown_frame_sizes_in_a_functional_model():
     rng = np.random.default_rng(10)
-    weights = random_weights(rng, 3, "field")
+    weights = traj_gru_weights(rng, 3, "field")
     inputs = keras.Input((None, None, None, CHANNELS))
     layer = kc.TrajGRU2D(FILTERS, 3, **small_layer_options())
     model = keras.Model(inputs, layer(inputs))
-    set_weights(layer.cell, weights)
+    set_weights_by_name(layer.cell, weights)
     for shape in [(2, 3, 6, 5, CHANNELS), (1, 4, 4, 7, CHANNELS)]:
         x = frames(rng, shape)
         _, expected = reference_traj.traj_gru_reference(x, weights)
@@ -425,7 +357,7 @@ def test_unknown_frame_sizes_in_a_functional_model():
 
 def test_stateful_layer_continues_where_the_last_batch_ended():
     rng = np.random.default_rng(11)
-    weights = random_weights(rng, 3, "field")
+    weights = traj_gru_weights(rng, 3, "field")
     x = frames(rng, (BATCH, 4, ROWS, COLS, CHANNELS))
     expected, _ = reference_traj.traj_gru_reference(x, weights)
     inputs = keras.Input(batch_shape=(BATCH, None, ROWS, COLS, CHANNELS))
@@ -437,7 +369,7 @@ def test_stateful_layer_continues_where_the_last_batch_ended():
         **small_layer_options(),
     )
     model = keras.Model(inputs, layer(inputs))
-    set_weights(layer.cell, weights)
+    set_weights_by_name(layer.cell, weights)
     first = numpy(model(x[:, :2]))
     second = numpy(model(x[:, 2:]))
     np.testing.assert_allclose(
@@ -451,7 +383,7 @@ def test_stateful_layer_continues_where_the_last_batch_ended():
 
 def test_stacked_with_convgru_and_convlstm_cells():
     rng = np.random.default_rng(12)
-    traj = random_weights(rng, 3, "field")
+    traj = traj_gru_weights(rng, 3, "field")
     x = frames(rng)
     cells = [
         kc.TrajGRU2DCell(FILTERS, 3, **small_layer_options()),
@@ -460,7 +392,7 @@ def test_stacked_with_convgru_and_convlstm_cells():
     ]
     layer = kc.ConvRNN(cells, return_sequences=True)
     layer.build(x.shape)
-    set_weights(cells[0], traj)
+    set_weights_by_name(cells[0], traj)
     gru = [rng.normal(scale=0.4, size=v.shape) for v in cells[1].weights]
     lstm = [rng.normal(scale=0.4, size=v.shape) for v in cells[2].weights]
     for cell, values in ((cells[1], gru), (cells[2], lstm)):
@@ -479,7 +411,7 @@ def test_zero_flow_weights_make_it_a_convgru_with_the_summed_links():
     # kernel with only its centre tap.
     rng = np.random.default_rng(13)
     links = 3
-    weights = random_weights(rng, links, "zero")
+    weights = traj_gru_weights(rng, links, "zero")
     x = frames(rng)
     mask = MASK
     traj = built_layer(x.shape, weights, return_sequences=True)
@@ -501,12 +433,12 @@ def test_zero_flow_weights_make_it_a_convgru_with_the_summed_links():
 
 def test_cell_in_a_plain_keras_rnn_matches_the_reference():
     rng = np.random.default_rng(14)
-    weights = random_weights(rng, 3, "field")
+    weights = traj_gru_weights(rng, 3, "field")
     x = frames(rng)
     cell = kc.TrajGRU2DCell(FILTERS, 3, **small_layer_options())
     rnn = keras.layers.RNN(cell, return_sequences=True)
     rnn.build(x.shape)
-    set_weights(cell, weights)
+    set_weights_by_name(cell, weights)
     # No mask: Keras's own masked JAX loop cannot broadcast a (batch, 1)
     # mask against an N-D state (ConvRNN can; tested above).
     expected, _ = reference_traj.traj_gru_reference(x, weights)
@@ -515,7 +447,7 @@ def test_cell_in_a_plain_keras_rnn_matches_the_reference():
 
 def test_dropout_is_active_in_training_only():
     rng = np.random.default_rng(15)
-    weights = random_weights(rng, 3, "field")
+    weights = traj_gru_weights(rng, 3, "field")
     x = frames(rng)
     expected, _ = reference_traj.traj_gru_reference(x, weights)
     layer = built_layer(
@@ -561,7 +493,7 @@ def test_mixed_precision_computes_in_half_with_float32_variables(
     policy, float32_policy
 ):
     rng = np.random.default_rng(17)
-    weights = random_weights(rng, 3, "field")
+    weights = traj_gru_weights(rng, 3, "field")
     x = frames(rng)
     expected, expected_h = reference_traj.traj_gru_reference(x, weights)
     keras.mixed_precision.set_dtype_policy(policy)
@@ -580,72 +512,26 @@ def test_mixed_precision_computes_in_half_with_float32_variables(
 
 
 # --------------------------------------------------------------------------
-# Configs, files, errors
+# Arguments
 # --------------------------------------------------------------------------
 
 
-def test_config_round_trips_and_the_layer_shows_the_cell_arguments():
+def test_the_layer_shows_its_arguments_as_the_cell_normalizes_them():
+    # Config round trips, registration and `.keras` files of every family:
+    # tests/test_serialization.py.
     layer = kc.TrajGRU2D(
         FILTERS,
         (3, 1),
         links=2,
         flow_filters=6,
         flow_kernel_size=3,
-        flow_activation="relu",
-        flow_kernel_initializer="glorot_uniform",
-        flow_kernel_regularizer="l2",
-        dropout=0.1,
         data_format="channels_first",
-        return_sequences=True,
-        go_backwards=True,
-        activity_regularizer="l1",
-        name="traj",
     )
-    config = layer.get_config()
-    assert "cell" not in config
-    for key in ("links", "flow_filters", "return_sequences", "go_backwards"):
-        assert key in config
-    clone = kc.TrajGRU2D.from_config(config)
-    assert clone.get_config() == config
     assert (layer.links, layer.flow_filters) == (2, 6)
     assert layer.flow_kernel_size == (3, 3) and layer.kernel_size == (3, 1)
     assert layer.data_format == "channels_first"
     with pytest.raises(AttributeError):
         layer.links = 4
-    cell = layer.cell
-    cell_clone = kc.TrajGRU2DCell.from_config(cell.get_config())
-    assert cell_clone.get_config() == cell.get_config()
-    # Through Keras's own serialization, by registered name.
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(layer)
-    )
-    assert type(restored) is kc.TrajGRU2D
-    assert restored.get_config() == config
-
-
-def test_keras_file_round_trip_predicts_the_same(tmp_path):
-    rng = np.random.default_rng(18)
-    x = frames(rng)
-    inputs = keras.Input((None, None, None, CHANNELS))
-    y = kc.TrajGRU2D(
-        FILTERS, 3, return_sequences=True, **small_layer_options()
-    )(inputs)
-    y = kc.ConvRNN(
-        [
-            kc.TrajGRU2DCell(2, 3, **small_layer_options(links=2)),
-            kc.ConvGRU2DCell(2, 3, padding="same"),
-        ]
-    )(y)
-    model = keras.Model(inputs, y)
-    model.set_weights(
-        [rng.normal(scale=0.4, size=w.shape) for w in model.weights]
-    )
-    path = str(tmp_path / "traj.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    for a, b in zip(loaded.get_weights(), model.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(numpy(loaded(x)), numpy(model(x)), atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -669,231 +555,8 @@ def test_bad_arguments_raise_naming_the_argument(cls, argument, value, error):
 
 
 # --------------------------------------------------------------------------
-# Gradients: float64 central differences against autodiff
+# Edge cases
 # --------------------------------------------------------------------------
-
-float64 = gradcheck.float64
-GRADCHECK_STEP = 1e-6
-
-
-def gradient_probes(name, shape, links, rng):
-    """Random directions; one per gate block of the fused gate weights and
-    one per link of the flow generator's output, else one for all."""
-    blocks = {"kernel": 3, "recurrent_kernel": 3, "bias": 3}
-    blocks.update(flow_kernel=links, flow_output_bias=links)
-    return gradcheck.probe_directions(shape, blocks.get(name, 1), rng)
-
-
-def test_autodiff_gradients_match_central_differences(float64):
-    # A 1e-6 step on every backend: the samples are piecewise bilinear in
-    # the flows (kinks where a coordinate crosses an integer) and
-    # leaky_relu has a kink at 0, so a large step would straddle kinks.
-    rng = np.random.default_rng(19)
-    links, time = 2, 2
-    # JAX's eager CPU `tanh` is only float32-accurate in float64 (about
-    # 1e-7, the size of a 1e-6 step's signal); its `sigmoid` is exact.
-    jax = keras.backend.backend() == "jax"
-    layer = kc.TrajGRU2D(
-        FILTERS,
-        3,
-        activation="sigmoid" if jax else "tanh",
-        return_sequences=True,
-        return_state=True,
-        dtype="float64",
-        **small_layer_options(links=links),
-    )
-    x = rng.uniform(-1, 1, size=(BATCH, time, ROWS, COLS, CHANNELS))
-    h0 = rng.uniform(-0.5, 0.5, size=(BATCH, ROWS, COLS, FILTERS))
-    layer.build(x.shape)
-    weights = random_weights(rng, links, "field")
-    names = [v.name for v in layer.weights]
-    # The flows of this case are fractional and leave the frame.
-    flows = reference_traj.flows_of(x[:, 0], h0, weights)
-    assert np.any(flows != np.round(flows)) and np.abs(flows).max() > 3
-    arrays = [x, h0] + [weights[n] for n in names]
-    projections = [
-        rng.normal(size=(BATCH, time, ROWS, COLS, FILTERS)),
-        rng.normal(size=h0.shape),
-    ]
-    mask = np.array([[1, 1], [0, 1]], bool)
-
-    non_trainable = [v.value for v in layer.non_trainable_variables]
-
-    def loss(x, h0, *weights):
-        outputs, _ = layer.stateless_call(
-            list(weights), non_trainable, x, initial_state=[h0], mask=mask
-        )
-        return sum(
-            ops.sum(o * ops.convert_to_tensor(p))
-            for o, p in zip(outputs, projections)
-        )
-
-    value, gradients = gradcheck.backend_functions(loss, arrays)
-    autodiff = gradients(arrays)
-    for index, (what, array, gradient) in enumerate(
-        zip(["inputs", "initial_state"] + names, arrays, autodiff)
-    ):
-        assert gradient.shape == array.shape, what
-        for direction in gradient_probes(what, array.shape, links, rng):
-            moved = [list(arrays), list(arrays)]
-            moved[0][index] = array + GRADCHECK_STEP * direction
-            moved[1][index] = array - GRADCHECK_STEP * direction
-            expected = (value(moved[0]) - value(moved[1])) / (
-                2 * GRADCHECK_STEP
-            )
-            actual = float(np.sum(gradient * direction))
-            assert expected != 0.0, what
-            np.testing.assert_allclose(
-                actual, expected, rtol=1e-6, atol=1e-8, err_msg=what
-            )
-
-
-# --------------------------------------------------------------------------
-# The same numbers on every backend; SavedModel export
-# --------------------------------------------------------------------------
-
-BACKENDS = ("tensorflow", "jax", "torch")
-SUBPROCESS_TIMEOUT = 300
-
-
-def portable_model():
-    inputs = keras.Input((None, None, None, CHANNELS))
-    y = kc.TrajGRU2D(
-        FILTERS, 3, return_sequences=True, **small_layer_options()
-    )(inputs)
-    y = kc.TrajGRU2D(
-        2,
-        3,
-        data_format="channels_last",
-        go_backwards=True,
-        **small_layer_options(links=2),
-    )(y)
-    return keras.Model(inputs, y)
-
-
-def portable_weights(model):
-    rng = np.random.default_rng(20)
-    first = random_weights(rng, 3, "field")
-    values = [first[v.name] for v in model.layers[1].cell.weights]
-    values += [
-        rng.normal(scale=0.4, size=v.shape) for v in model.layers[2].weights
-    ]
-    return [v.astype("float32") for v in values]
-
-
-def portable_frames():
-    return frames(np.random.default_rng(21))
-
-
-def predict_and_save_worker(directory):
-    """On this process's backend: predict and save a `.keras` file."""
-    backend = keras.backend.backend()
-    model = portable_model()
-    model.set_weights(portable_weights(model))
-    model.save(os.path.join(directory, f"{backend}.keras"))
-    prediction = model.predict(portable_frames(), verbose=0)
-    np.save(os.path.join(directory, f"{backend}.npy"), prediction)
-
-
-@pytest.mark.tensorflow_session
-def test_every_backend_computes_the_same_and_reads_the_others_files(
-    tmp_path,
-):
-    directory = str(tmp_path)
-    here = keras.backend.backend()
-    results = run_parallel(
-        [
-            Job(
-                f"{backend} subprocess",
-                "test_traj_gru",
-                "predict_and_save_worker",
-                [directory],
-                {"KERAS_BACKEND": backend},
-            )
-            for backend in BACKENDS
-            if backend != here
-        ],
-        SUBPROCESS_TIMEOUT,
-    )
-    predict_and_save_worker(directory)
-    assert_succeeded(results)
-    x = portable_frames()
-    weights = portable_weights(portable_model())
-    first = dict(zip(WEIGHT_NAMES, weights[:8]))
-    second = dict(zip(WEIGHT_NAMES, weights[8:]))
-    y, _ = reference_traj.traj_gru_reference(x, first)
-    _, expected = reference_traj.traj_gru_reference(
-        y, second, go_backwards=True
-    )
-    for backend in BACKENDS:
-        prediction = np.load(tmp_path / f"{backend}.npy")
-        np.testing.assert_allclose(
-            prediction, expected, atol=ATOL, err_msg=backend
-        )
-        loaded = keras.models.load_model(tmp_path / f"{backend}.keras")
-        np.testing.assert_allclose(
-            loaded.predict(x, verbose=0),
-            prediction,
-            atol=1e-5,
-            err_msg=f"saved on {backend}, loaded on {here}",
-        )
-
-
-@pytest.mark.tensorflow_session
-def test_saved_model_export_serves_any_batch_and_frame_size(tmp_path):
-    import tensorflow as tf
-
-    model = portable_model()
-    model.set_weights(portable_weights(model))
-    path = str(tmp_path / "saved_model")
-    model.export(path, format="tf_saved_model", verbose=False)
-    served = tf.saved_model.load(path)
-    rng = np.random.default_rng(22)
-    for shape in [(1, 3, 6, 5, CHANNELS), (3, 2, 8, 4, CHANNELS)]:
-        x = frames(rng, shape)
-        np.testing.assert_allclose(
-            served.serve(tf.constant(x)).numpy(),
-            model.predict(x, verbose=0),
-            atol=1e-5,
-            err_msg=str(shape),
-        )
-
-
-# --------------------------------------------------------------------------
-# Hoisting and edge cases
-# --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("training", [False, True])
-def test_hoisted_and_stepped_input_projection_give_the_same_numbers(training):
-    # ConvRNN computes W * x + bx and Fx * x + bf for all steps before its
-    # loop when a step is small; with the same seed both paths draw the
-    # same dropout masks, so they agree in training too.
-    rng = np.random.default_rng(23)
-    weights = random_weights(rng, 3, "field")
-    x = frames(rng)
-    outputs = {}
-    for name, limit in (("hoisted", 10**12), ("stepped", 0)):
-        keras.utils.set_random_seed(7)
-        layer = built_layer(
-            x.shape,
-            weights,
-            dropout=0.3,
-            recurrent_dropout=0.3,
-            seed=5,
-            return_sequences=True,
-        )
-        layer.max_hoisted_step_elements = limit
-        assert layer.hoists_input_projection(x.shape) == (name == "hoisted")
-        outputs[name] = numpy(layer(x, training=training))
-    np.testing.assert_allclose(
-        outputs["hoisted"], outputs["stepped"], atol=1e-5
-    )
-    expected, _ = reference_traj.traj_gru_reference(x, weights)
-    if training:  # the masks are there
-        assert np.abs(outputs["hoisted"] - expected).max() > 1e-2
-    else:
-        np.testing.assert_allclose(outputs["hoisted"], expected, atol=ATOL)
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
