@@ -12,6 +12,8 @@ test_gradcheck.py checks the fused path's gradients against finite
 differences directly.
 """
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -233,33 +235,63 @@ def test_fused_layer_trains_in_fit(rng):
         assert_relatively_close(a, e, "weights after fit")
 
 
-def stepped_cases():
-    """Layers (and calls) that the fused path does not compute."""
+def stepped_cases(fuse_recurrence="auto"):
+    """Layers that the fused path does not compute, and why."""
     gru, lstm = kc.ConvGRU2D, kc.ConvLSTM2D
+    fuse = {"fuse_recurrence": fuse_recurrence}
+    cells = [kc.ConvGRU2DCell(2, 3), kc.ConvGRU2DCell(2, 3)]
     return {
-        "peepholes": lstm(2, 3, peepholes="channel"),
-        "normalization": gru(2, 3, normalization="layer"),
-        "reset_before": gru(2, 3, reset_after=False),
-        "activation": gru(2, 3, activation="relu"),
-        "recurrent_activation": lstm(2, 3, recurrent_activation="hard_sigmoid"),
-        "unroll": gru(2, 3, unroll=True),
-        "mixed_float16": gru(2, 3, dtype="mixed_float16"),
-        "stack": kc.ConvRNN([kc.ConvGRU2DCell(2, 3), kc.ConvGRU2DCell(2, 3)]),
+        "peepholes": (
+            lambda: lstm(2, 3, peepholes="channel", **fuse),
+            "peepholes='channel'",
+        ),
+        "normalization": (
+            lambda: gru(2, 3, normalization="layer", **fuse),
+            "normalization='layer'",
+        ),
+        "reset_before": (
+            lambda: gru(2, 3, reset_after=False, **fuse),
+            "reset_after=False",
+        ),
+        "activation": (
+            lambda: gru(2, 3, activation="relu", **fuse),
+            "`activation` is not 'tanh'",
+        ),
+        "recurrent_activation": (
+            lambda: lstm(2, 3, recurrent_activation="hard_sigmoid", **fuse),
+            "`recurrent_activation` is not 'sigmoid'",
+        ),
+        "unroll": (lambda: gru(2, 3, unroll=True, **fuse), "unroll=True"),
+        "mixed_float16": (
+            lambda: gru(2, 3, dtype="mixed_float16", **fuse),
+            "compute dtype is float16",
+        ),
+        "stack": (lambda: kc.ConvRNN(cells, **fuse), "2 cells"),
+        "traj_gru": (
+            lambda: kc.TrajGRU2D(2, 3, **fuse),
+            "not TrajGRU2DCell",
+        ),
     }
 
 
 @pytest.mark.parametrize("name", list(stepped_cases()))
 def test_what_the_fused_path_does_not_cover_takes_the_loop(name):
-    layer = stepped_cases()[name]
-    layer.fuse_recurrence = True
-    assert not layer.uses_fused_recurrence((2, 3, 8, 8, 1))
+    make, _ = stepped_cases()[name]
+    assert not make().uses_fused_recurrence((2, 3, 8, 8, 1))
+
+
+@pytest.mark.parametrize("name", list(stepped_cases()))
+def test_fuse_recurrence_true_says_why_it_cannot_fuse(name):
+    make, reason = stepped_cases(True)[name]
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        make()
 
 
 @pytest.mark.parametrize("cell_class", [kc.ConvGRU2DCell, kc.ConvLSTM2DCell])
-def test_a_cell_with_its_own_step_keeps_it_when_fusing(cell_class):
+def test_a_cell_with_its_own_step_keeps_it(cell_class):
     """A subclass that overrides `recurrent_step` is stepped by its own
-    step even with `fuse_recurrence=True` (the fused recurrence would
-    compute the family's step instead): here a counter, h_t = h_(t-1) + 1
+    step (the fused recurrence would compute the family's step instead),
+    and `fuse_recurrence=True` says so: here a counter, h_t = h_(t-1) + 1
     from zeros."""
 
     class Counter(cell_class):
@@ -270,7 +302,6 @@ def test_a_cell_with_its_own_step_keeps_it_when_fusing(cell_class):
             return states[0], states
 
     layer = kc.ConvRNN(Counter(2, 3, padding="same"), return_sequences=True)
-    layer.fuse_recurrence = True
     x = np.zeros((2, 4, 5, 5, 1), "float32")
     assert not layer.uses_fused_recurrence(x.shape)
     out = ops.convert_to_numpy(layer(x))
@@ -278,16 +309,23 @@ def test_a_cell_with_its_own_step_keeps_it_when_fusing(cell_class):
         np.arange(1, 5, dtype="float32")[None, :, None, None, None], out.shape
     )
     np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="overrides `recurrent_step`"):
+        kc.ConvRNN(Counter(2, 3), fuse_recurrence=True)
 
 
 def test_unknown_time_steps_and_masks_take_the_loop(rng):
     layer = kc.ConvGRU2D(2, 3, padding="same", return_sequences=True)
     layer.fuse_recurrence = True
-    assert not layer.uses_fused_recurrence((2, None, 8, 8, 1))
+    with pytest.raises(ValueError, match="number of time steps is unknown"):
+        layer.uses_fused_recurrence((2, None, 8, 8, 1))
     assert layer.uses_fused_recurrence((2, 3, 8, 8, 1))
-    # A mask takes the loop: masked steps carry the state.
     x = rng.uniform(-1, 1, size=(2, 3, 8, 8, 1)).astype("float32")
     mask = np.array([[True, False, True], [True, True, True]])
+    with pytest.raises(ValueError, match="a mask is given"):
+        layer(x, mask=mask)
+    # With "auto", a mask takes the loop: masked steps carry the state.
+    layer.fuse_recurrence = "auto"
+    assert not layer.uses_fused_recurrence(x.shape, mask=mask)
     out = ops.convert_to_numpy(layer(x, mask=mask))
     np.testing.assert_array_equal(out[0, 1], out[0, 0])
 
@@ -304,8 +342,23 @@ def test_auto_fuses_on_jax_cpu_only():
     assert layer.uses_fused_recurrence((2, 3, 8, 8, 1)) == expected
 
 
-def test_fuse_recurrence_rejects_other_values():
+@pytest.mark.parametrize("value", ["yes", 1, None, "True"])
+def test_fuse_recurrence_rejects_other_values(value):
+    match = re.escape(f"fuse_recurrence={value!r}")
+    with pytest.raises(ValueError, match=match):
+        kc.ConvGRU2D(2, 3, fuse_recurrence=value)
     layer = kc.ConvGRU2D(2, 3)
-    layer.fuse_recurrence = "yes"
-    with pytest.raises(ValueError, match="fuse_recurrence='yes'"):
+    layer.fuse_recurrence = value
+    with pytest.raises(ValueError, match=match):
         layer.uses_fused_recurrence((2, 3, 8, 8, 1))
+
+
+@pytest.mark.parametrize("value", [True, False, "auto"])
+def test_fuse_recurrence_is_in_the_config(value):
+    for layer in (
+        kc.ConvGRU2D(2, 3, fuse_recurrence=value),
+        kc.ConvRNN(kc.ConvLSTM2DCell(2, 3), fuse_recurrence=value),
+    ):
+        config = layer.get_config()
+        assert config["fuse_recurrence"] == value
+        assert type(layer).from_config(config).fuse_recurrence == value

@@ -25,11 +25,11 @@ HOIST_NEVER = 0
 def _outputs(layer_factory, x, threshold, monkeypatch, training=False):
     """The layer's outputs on one path, and its (random) weights."""
     monkeypatch.setattr(kc.ConvRNN, "max_hoisted_step_elements", threshold)
-    # Keras's loop on every backend (the fused recurrence, the default on
-    # JAX's CPU, projects every step at once; tests/test_fused.py).
-    monkeypatch.setattr(kc.ConvRNN, "fuse_recurrence", False)
     keras.utils.set_random_seed(7)
     layer = layer_factory()
+    # Keras's loop on every backend (the fused recurrence, the default on
+    # JAX's CPU, projects every step at once; tests/test_fused.py).
+    layer.fuse_recurrence = False
     layer.build(x.shape)
     weights = family_of(layer.cell).randomize(layer, np.random.default_rng(3))
     assert layer.hoists_input_projection(x.shape) == (threshold == HOIST_ALWAYS)
@@ -135,7 +135,6 @@ class RecordingConvGRU2D(kc.ConvGRU2D):
     """
 
     decisions = []
-    fuse_recurrence = False
 
     def hoists_input_projection(self, sequences_shape):
         decision = super().hoists_input_projection(sequences_shape)
@@ -149,7 +148,8 @@ def test_fit_predict_and_train_on_batch_take_the_same_path(side):
     # tracing; train_on_batch may see it. The decision must not change.
     RecordingConvGRU2D.decisions = []
     inputs = keras.Input((3, side, side, 2))
-    outputs = RecordingConvGRU2D(4, 3, padding="same")(inputs)
+    layer = RecordingConvGRU2D(4, 3, padding="same", fuse_recurrence=False)
+    outputs = layer(inputs)
     model = keras.Model(inputs, outputs)
     model.compile("sgd", "mse")
     x = np.zeros((2, 3, side, side, 2), "float32")
