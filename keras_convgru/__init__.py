@@ -1,4 +1,6 @@
-"""keras_convgru: convolutional GRU and LSTM layers for Keras 3."""
+"""keras_convgru: convolutional recurrent layers for Keras 3: ConvGRU,
+ConvLSTM, TrajGRU, and the spatiotemporal memory cells of PredRNN,
+PredRNN++ and SA-ConvLSTM."""
 
 from keras_convgru.conv_gru import ConvGRU1D
 from keras_convgru.conv_gru import ConvGRU1DCell
@@ -15,6 +17,13 @@ from keras_convgru.conv_lstm import ConvLSTM3D
 from keras_convgru.conv_lstm import ConvLSTM3DCell
 from keras_convgru.conv_lstm import ConvLSTMCell
 from keras_convgru.conv_rnn import ConvRNN
+from keras_convgru.predrnn import CausalLSTM2D
+from keras_convgru.predrnn import CausalLSTM2DCell
+from keras_convgru.predrnn import GradientHighwayUnit2DCell
+from keras_convgru.predrnn import SpatioTemporalLSTM2D
+from keras_convgru.predrnn import SpatioTemporalLSTM2DCell
+from keras_convgru.sa_conv_lstm import SAConvLSTM2D
+from keras_convgru.sa_conv_lstm import SAConvLSTM2DCell
 from keras_convgru.traj_gru import TrajGRU2D
 from keras_convgru.traj_gru import TrajGRU2DCell
 
@@ -38,5 +47,12 @@ __all__ = [
     "ConvLSTM3D",
     "TrajGRU2DCell",
     "TrajGRU2D",
+    "SpatioTemporalLSTM2DCell",
+    "SpatioTemporalLSTM2D",
+    "CausalLSTM2DCell",
+    "CausalLSTM2D",
+    "GradientHighwayUnit2DCell",
+    "SAConvLSTM2DCell",
+    "SAConvLSTM2D",
     "__version__",
 ]

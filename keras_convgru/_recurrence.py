@@ -279,15 +279,37 @@ def run_stepped(layer, sequences, initial_state, mask, training):
     stacked = layer.is_stack
     copy_states = keras.backend.backend() == "torch" and layer.stateful
     memory_cells = [
-        i for i, c in enumerate(cells) if memory_index(c) is not None
+        i for i, cell in enumerate(cells) if memory_index(cell) is not None
     ]
+    # Cells with a loss per step (PredRNN-V2's decoupling), in training:
+    # the loop carries one sum per sample and cell, ahead of the cells'
+    # states (Keras's masked loops read the previous output from the
+    # last cell's first state).
+    loss_cells = [
+        i
+        for i, cell in enumerate(cells)
+        if training and getattr(cell, "step_loss_weight", 0) > 0
+    ]
+    loop_states = list(initial_state)
+    if loss_cells:
+        batch = ops.shape(sequences)[0]
+        sums = [
+            ops.zeros((batch,) + (1,) * (layer.rank + 1), layer.compute_dtype)
+            for _ in loss_cells
+        ]
+        per_cell = initial_state if stacked else [initial_state]
+        loop_states = [sums, *[list(states) for states in per_cell]]
 
     def step(inputs, states):
         if copy_states:
             # As keras.layers.RNN: no in-place update of a tensor that
             # autograd still needs.
             states = keras.tree.map_structure(ops.copy, states)
-        per_cell = states if stacked else [states]
+        if loss_cells:
+            sums, *per_cell = states
+            sums = list(sums)
+        else:
+            per_cell = states if stacked else [states]
         memory = None
         if memory_cells:
             last = memory_cells[-1]
@@ -304,20 +326,31 @@ def run_stepped(layer, sequences, initial_state, mask, training):
             m = memory_index(cell)
             if m is not None:
                 cell_states[m] = memory
-            x, cell_states = cell.recurrent_step(
-                projection,
-                cell_states,
-                recurrent_dropout_mask=recurrent_masks[i],
-            )
+            if i in loss_cells:
+                x, cell_states, term = cell.recurrent_step_and_loss(
+                    projection,
+                    cell_states,
+                    recurrent_dropout_mask=recurrent_masks[i],
+                )
+                k = loss_cells.index(i)
+                sums[k] = sums[k] + ops.reshape(term, ops.shape(sums[k]))
+            else:
+                x, cell_states = cell.recurrent_step(
+                    projection,
+                    cell_states,
+                    recurrent_dropout_mask=recurrent_masks[i],
+                )
             if m is not None:
                 memory = cell_states[m]
             new_states.append(cell_states)
+        if loss_cells:
+            return x, [sums, *[list(s) for s in new_states]]
         return x, layer._structure_states(new_states)
 
     last_output, outputs, states = backend_rnn(
         step,
         sequences,
-        list(initial_state),
+        loop_states,
         go_backwards=layer.go_backwards,
         mask=mask,
         unroll=layer.unroll,
@@ -325,6 +358,13 @@ def run_stepped(layer, sequences, initial_state, mask, training):
         zero_output_for_mask=layer.zero_output_for_mask,
         return_all_outputs=layer.return_sequences,
     )
+    if loss_cells:
+        sums, *per_cell = states
+        states = layer._structure_states(per_cell)
+        steps = ops.cast(ops.shape(sequences)[1], layer.compute_dtype)
+        for k, i in enumerate(loss_cells):
+            weight = cells[i].step_loss_weight
+            layer.add_loss(weight * ops.mean(sums[k]) / steps)
     return finish(layer, last_output, outputs, states)
 
 
