@@ -284,10 +284,12 @@ SAME_GEOMETRY_CELL_ARGS = """
         recurrent_initializer: initializer of `recurrent_kernel` and of
             every other kernel on the states (default `"orthogonal"`).
         bias_initializer: initializer of the biases (default `"zeros"`).
-        kernel_regularizer, recurrent_regularizer, bias_regularizer:
-            regularizers, as the initializers.
-        kernel_constraint, recurrent_constraint, bias_constraint:
-            constraints, as the initializers.
+        kernel_regularizer: regularizer of `kernel`.
+        recurrent_regularizer: regularizer of the kernels on the states.
+        bias_regularizer: regularizer of the biases.
+        kernel_constraint: constraint of `kernel`.
+        recurrent_constraint: constraint of the kernels on the states.
+        bias_constraint: constraint of the biases.
         dropout: float in [0, 1], fraction of the input dropped (training
             only; one mask per sequence).
         recurrent_dropout: float in [0, 1], fraction of the hidden state
@@ -296,9 +298,10 @@ SAME_GEOMETRY_CELL_ARGS = """
         seed: int, random seed for dropout."""
 
 SAME_GEOMETRY_ARGS = """
-        strides, padding, dilation_rate: accepted as `1`, `"same"` and `1`
-            only (every convolution keeps the frame size); other values
-            raise a `ValueError`."""
+        strides: `1` only (every convolution keeps the frame size); other
+            values raise a `ValueError`.
+        padding: `"same"` only.
+        dilation_rate: `1` only."""
 
 
 def same_geometry_cell_doc(summary, math, extra_args, state_names, example):

@@ -52,6 +52,8 @@ API_PAGES = (
     "api/conv_lstm.html",
     "api/conv_rnn.html",
     "api/traj_gru.html",
+    "api/predrnn.html",
+    "api/sa_conv_lstm.html",
 )
 
 

@@ -96,6 +96,33 @@ TRAJ_GRU_EQUATIONS = (
 )
 
 
+# The memory cells' equations as ../shared/API.md writes them.
+MEMORY_EQUATIONS_OF = {
+    "SpatioTemporalLSTM2D": (
+        "[i_x, f_x, g_x, i'_x, f'_x, g'_x, o_x] = W * x + b",
+        "c' = f ⊙ c + i ⊙ g",
+        "m' = f' ⊙ m + i' ⊙ g'",
+        "o  = σ(o_x + o_h + Wo * [c' ; m'])",
+        "h' = o ⊙ tanh(W1 * [c' ; m'])",
+    ),
+    "CausalLSTM2D": (
+        "[i_c', g_c', f_c', o_c'] = Wcm * c'",
+        "m' = f' ⊙ tanh(m_m) + i' ⊙ g'",
+        "o  = tanh(o_x + o_h + o_c' + Wom * m')",
+        "h' = o ⊙ tanh(W1 * [c' ; m'])",
+    ),
+    "GradientHighwayUnit2D": (
+        "p = tanh(p_x + p_z),  u = σ(u_x + u_z)",
+        "z' = u ⊙ p + (1 − u) ⊙ z",
+    ),
+    "SAConvLSTM2D": (
+        "Z = Wz * [Z_h ; Z_m] + bz",
+        "m' = (1 − σ(a_i)) ⊙ m + σ(a_i) ⊙ tanh(a_g)",
+        "h' = σ(a_o) ⊙ m'",
+    ),
+}
+
+
 @pytest.mark.parametrize("cls", PUBLIC, ids=lambda c: c.__name__)
 def test_docstring_starts_with_a_summary_and_writes_out_the_math(cls):
     summary, blank = cls.__doc__.splitlines()[:2]
@@ -111,6 +138,8 @@ def test_docstring_starts_with_a_summary_and_writes_out_the_math(cls):
         equations = LSTM_EQUATIONS
     elif cls.__name__.startswith("TrajGRU"):
         equations = TRAJ_GRU_EQUATIONS
+    elif cls.__name__.removesuffix("Cell") in MEMORY_EQUATIONS_OF:
+        equations = MEMORY_EQUATIONS_OF[cls.__name__.removesuffix("Cell")]
     else:  # ConvRNN: the recurrence it runs
         equations = ("output_t, states_t = cell(x_t, states_(t-1))",)
     for line in equations:
