@@ -154,8 +154,10 @@ class SAConvLSTM2DCell(SameGeometryCell):
                 ops.transpose(t, (0, 2, 3, 1)) for t in (query, keys, values)
             )
         shape = ops.shape(values)
+        # -1 on the batch axis: it resolves for an empty batch too.
+        positions = shape[1] * shape[2]
         flat = [
-            ops.reshape(t, (shape[0], -1, t.shape[-1]))
+            ops.reshape(t, (-1, positions, t.shape[-1]))
             for t in (query, keys, values)
         ]
         query, keys, values = flat
