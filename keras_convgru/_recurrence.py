@@ -253,6 +253,76 @@ def finish(layer, last_output, outputs, states):
 # -- the paths -------------------------------------------------------------
 
 
+def step_stack(
+    cells,
+    inputs,
+    per_cell,
+    input_masks=None,
+    recurrent_masks=None,
+    hoisted=False,
+    loss_cells=(),
+):
+    """One time step of a stack of protocol cells, a pure function.
+
+    Args:
+        cells: the cells, bottom first.
+        inputs: the step's frames, or with `hoisted` the first cell's
+            input projection of them.
+        per_cell: each cell's list of states before the step.
+        input_masks, recurrent_masks: per cell, `None` or its dropout
+            mask for the sequence.
+        loss_cells: indices of the cells whose step loss is wanted
+            (`recurrent_step_and_loss`).
+
+    Returns:
+        `(output, new_states, loss_terms)`: the last cell's output, each
+        cell's new states, and the loss cells' per-sample terms.
+
+    The zigzag memory: the first memory cell reads the memory that the
+    last memory cell holds from the previous step, each further one the
+    memory that the memory cell before it has just written.
+    """
+    count = len(cells)
+    input_masks = input_masks or [None] * count
+    recurrent_masks = recurrent_masks or [None] * count
+    memory_cells = [
+        i for i, cell in enumerate(cells) if memory_index(cell) is not None
+    ]
+    memory = None
+    if memory_cells:
+        last = memory_cells[-1]
+        memory = per_cell[last][memory_index(cells[last])]
+    x, new_states, terms = inputs, [], []
+    for i, cell in enumerate(cells):
+        if i == 0 and hoisted:
+            projection = x
+        else:
+            if input_masks[i] is not None:
+                x = x * input_masks[i]
+            projection = cell.input_projection(x)
+        cell_states = list(per_cell[i])
+        m = memory_index(cell)
+        if m is not None:
+            cell_states[m] = memory
+        if i in loss_cells:
+            x, cell_states, term = cell.recurrent_step_and_loss(
+                projection,
+                cell_states,
+                recurrent_dropout_mask=recurrent_masks[i],
+            )
+            terms.append(term)
+        else:
+            x, cell_states = cell.recurrent_step(
+                projection,
+                cell_states,
+                recurrent_dropout_mask=recurrent_masks[i],
+            )
+        if m is not None:
+            memory = cell_states[m]
+        new_states.append(list(cell_states))
+    return x, new_states, terms
+
+
 def run_stepped(layer, sequences, initial_state, mask, training):
     """`keras.layers.RNN.call` for protocol cells, without state.
 
@@ -278,9 +348,6 @@ def run_stepped(layer, sequences, initial_state, mask, training):
         sequences = project_all_steps(cells[0], sequences)
     stacked = layer.is_stack
     copy_states = keras.backend.backend() == "torch" and layer.stateful
-    memory_cells = [
-        i for i, cell in enumerate(cells) if memory_index(cell) is not None
-    ]
     # Cells with a loss per step (PredRNN-V2's decoupling), in training:
     # the loop carries one sum per sample and cell, ahead of the cells'
     # states (Keras's masked loops read the previous output from the
@@ -310,39 +377,17 @@ def run_stepped(layer, sequences, initial_state, mask, training):
             sums = list(sums)
         else:
             per_cell = states if stacked else [states]
-        memory = None
-        if memory_cells:
-            last = memory_cells[-1]
-            memory = per_cell[last][memory_index(cells[last])]
-        x, new_states = inputs, []
-        for i, cell in enumerate(cells):
-            if i == 0 and hoisted:
-                projection = x
-            else:
-                if input_masks[i] is not None:
-                    x = x * input_masks[i]
-                projection = cell.input_projection(x)
-            cell_states = list(per_cell[i])
-            m = memory_index(cell)
-            if m is not None:
-                cell_states[m] = memory
-            if i in loss_cells:
-                x, cell_states, term = cell.recurrent_step_and_loss(
-                    projection,
-                    cell_states,
-                    recurrent_dropout_mask=recurrent_masks[i],
-                )
-                k = loss_cells.index(i)
-                sums[k] = sums[k] + ops.reshape(term, ops.shape(sums[k]))
-            else:
-                x, cell_states = cell.recurrent_step(
-                    projection,
-                    cell_states,
-                    recurrent_dropout_mask=recurrent_masks[i],
-                )
-            if m is not None:
-                memory = cell_states[m]
-            new_states.append(cell_states)
+        x, new_states, terms = step_stack(
+            cells,
+            inputs,
+            per_cell,
+            input_masks,
+            recurrent_masks,
+            hoisted=hoisted,
+            loss_cells=loss_cells,
+        )
+        for k, term in enumerate(terms):
+            sums[k] = sums[k] + ops.reshape(term, ops.shape(sums[k]))
         if loss_cells:
             return x, [sums, *[list(s) for s in new_states]]
         return x, layer._structure_states(new_states)
