@@ -2,6 +2,7 @@
 ConvLSTM, TrajGRU, and the spatiotemporal memory cells of PredRNN,
 PredRNN++ and SA-ConvLSTM."""
 
+from keras_convgru import models
 from keras_convgru.conv_gru import ConvGRU1D
 from keras_convgru.conv_gru import ConvGRU1DCell
 from keras_convgru.conv_gru import ConvGRU2D

@@ -190,7 +190,7 @@ def starting_states(layer, initial_state):
     )
 
 
-def dropout_masks(layer, sequences, training):
+def dropout_masks(cells, sequences, training):
     """Per cell, the input and the recurrent dropout mask (or `None`).
 
     Drawn once per sequence, before the loop, and shared by all time
@@ -201,7 +201,7 @@ def dropout_masks(layer, sequences, training):
     batch = shape[0]
     step_shape = (batch, *shape[2:])
     input_masks, recurrent_masks = [], []
-    for cell in layer._cells:
+    for cell in cells:
         frames = _conv_ops.frame_shape(step_shape, cell.data_format)
         state_shape = tuple(cell.state_shape(batch, frames))
         rate = getattr(cell, "dropout", 0.0)
@@ -340,7 +340,7 @@ def run_stepped(layer, sequences, initial_state, mask, training):
     """
     initial_state = starting_states(layer, initial_state)
     cells = layer._cells
-    input_masks, recurrent_masks = dropout_masks(layer, sequences, training)
+    input_masks, recurrent_masks = dropout_masks(cells, sequences, training)
     hoisted = layer.hoists_input_projection(tuple(sequences.shape))
     if hoisted:
         if input_masks[0] is not None:
@@ -417,7 +417,8 @@ def run_fused(layer, sequences, initial_state, zero_initial, training):
     """One ConvGRU or ConvLSTM cell through `keras_convgru._fused`."""
     (cell,) = layer._cells
     initial_state = keras.tree.flatten(starting_states(layer, initial_state))
-    (input_mask,), (recurrent_mask,) = dropout_masks(layer, sequences, training)
+    masks = dropout_masks([cell], sequences, training)
+    (input_mask,), (recurrent_mask,) = masks
     if input_mask is not None:
         sequences = sequences * ops.expand_dims(input_mask, 1)
     if layer.go_backwards:

@@ -302,8 +302,9 @@ class ConvRNN(keras.layers.RNN):
         if not keras.tree.is_nested(initial_state):
             initial_state = [initial_state]
         _rnn_checks.check_initial_state(self, sequences, initial_state)
-        if len(self._cells) > 1:
-            # Accept a flat list of states for a stack, too.
+        if self.is_stack:
+            # Accept a flat list of states for a stack (of any number of
+            # cells), too.
             flat = list(keras.tree.flatten(initial_state))
             per_cell = []
             for cell in self._cells:
