@@ -32,6 +32,7 @@ import time
 import keras
 import numpy as np
 import reference
+import reference_memory
 import reference_traj
 from keras import ops
 
@@ -51,6 +52,42 @@ GRU_CELLS = {1: kc.ConvGRU1DCell, 2: kc.ConvGRU2DCell, 3: kc.ConvGRU3DCell}
 LSTM_CELLS = {1: kc.ConvLSTM1DCell, 2: kc.ConvLSTM2DCell, 3: kc.ConvLSTM3DCell}
 TRAJ_GRU_LAYERS = {2: kc.TrajGRU2D}
 TRAJ_GRU_CELLS = {2: kc.TrajGRU2DCell}
+# The memory cells (../shared/API.md, "Spatiotemporal memory cells"): the
+# weight names in the contract's order, and the gate blocks of each (the
+# gradient check probes each block on its own).
+MEMORY_WEIGHT_BLOCKS = {
+    "st_lstm": {
+        "kernel": 7,
+        "recurrent_kernel": 4,
+        "memory_kernel": 3,
+        "output_kernel": 1,
+        "fusion_kernel": 1,
+        "bias": 7,
+    },
+    "causal_lstm": {
+        "kernel": 7,
+        "recurrent_kernel": 4,
+        "cell_kernel": 3,
+        "memory_kernel": 3,
+        "cell_to_memory_kernel": 4,
+        "memory_output_kernel": 1,
+        "fusion_kernel": 1,
+        "bias": 7,
+    },
+    "sa_conv_lstm": {
+        "kernel": 4,
+        "recurrent_kernel": 4,
+        "bias": 4,
+        "attention_kernel": 1,
+        "attention_bias": 1,
+        "memory_attention_kernel": 1,
+        "memory_attention_bias": 1,
+        "attention_output_kernel": 2,
+        "attention_output_bias": 2,
+        "memory_gate_kernel": 3,
+        "memory_gate_bias": 3,
+    },
+}
 # Keyed by (family, rank), family "gru" or "lstm" (the families with every
 # rank and the common convolution arguments).
 LAYERS = {
@@ -291,6 +328,32 @@ def _traj_gru_hard_cases(x, states, weights):
     assert np.any(flows != np.round(flows)) and np.abs(flows).max() > 3
 
 
+def _memory_reference(kind):
+    """The family's layer by `reference_memory`: weights in the cell's
+    order (the contract's), by name; `(outputs, final h)`."""
+
+    def reference_of(x, weights, go_backwards=False, mask=None, **_):
+        names = [n for n in MEMORY_WEIGHT_BLOCKS[kind] if n != "bias"]
+        if len(weights) == len(MEMORY_WEIGHT_BLOCKS[kind]):
+            names = list(MEMORY_WEIGHT_BLOCKS[kind])
+        by_name = dict(zip(names, weights, strict=True))
+        # A lone cell's memory recurs (no zigzag partner).
+        steps = [reference_memory.cell(kind, by_name)]
+        outputs, states = reference_memory.stack_reference(
+            steps, x, go_backwards=go_backwards, mask=mask
+        )
+        return outputs, states[0][0]
+
+    return reference_of
+
+
+def _memory_weight_blocks(kind):
+    def weight_blocks(weight, cell):
+        return MEMORY_WEIGHT_BLOCKS[kind].get(weight.name, 1), -1
+
+    return weight_blocks
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
     """One recurrent family: its classes and what the tests need of it.
@@ -432,6 +495,72 @@ FAMILIES = {
             "data_format": "channels_first",
         },
         hard_cases=_traj_gru_hard_cases,
+    ),
+    # No two memory families follow each other here: the portability
+    # test stacks each family's cell with the next one's and composes
+    # their references, which a shared zigzag memory would not.
+    "st_lstm": Family(
+        name="st_lstm",
+        layers={2: kc.SpatioTemporalLSTM2D},
+        cells={2: kc.SpatioTemporalLSTM2DCell},
+        states=3,
+        options={},
+        weights=_conv_cell_weights,
+        reference=_memory_reference("st_lstm"),
+        reference_atol=1e-5,
+        smooth=True,
+        weight_blocks=_memory_weight_blocks("st_lstm"),
+        config_arguments=lambda: {
+            "filters": 3,
+            "kernel_size": (3, 1),
+            "data_format": "channels_first",
+            "recurrent_activation": "hard_sigmoid",
+            "unit_forget_bias": False,
+            "decoupling_weight": 0.25,
+            "recurrent_regularizer": keras.regularizers.L2(0.01),
+            "dropout": 0.125,
+        },
+    ),
+    "sa_conv_lstm": Family(
+        name="sa_conv_lstm",
+        layers={2: kc.SAConvLSTM2D},
+        cells={2: kc.SAConvLSTM2DCell},
+        states=3,
+        options={"attention_filters": 2},
+        weights=_conv_cell_weights,
+        reference=_memory_reference("sa_conv_lstm"),
+        reference_atol=1e-5,
+        smooth=True,
+        weight_blocks=_memory_weight_blocks("sa_conv_lstm"),
+        config_arguments=lambda: {
+            "filters": 5,
+            "kernel_size": (3, 1),
+            "attention_filters": 3,
+            "activation": "relu",
+            "use_bias": False,
+            "bias_constraint": keras.constraints.NonNeg(),
+            "recurrent_dropout": 0.25,
+        },
+    ),
+    "causal_lstm": Family(
+        name="causal_lstm",
+        layers={2: kc.CausalLSTM2D},
+        cells={2: kc.CausalLSTM2DCell},
+        states=3,
+        options={},
+        weights=_conv_cell_weights,
+        reference=_memory_reference("causal_lstm"),
+        reference_atol=1e-5,
+        smooth=True,
+        weight_blocks=_memory_weight_blocks("causal_lstm"),
+        config_arguments=lambda: {
+            "filters": 3,
+            "kernel_size": (5, 5),
+            "data_format": "channels_first",
+            "unit_forget_bias": False,
+            "kernel_initializer": keras.initializers.HeNormal(seed=2),
+            "seed": 7,
+        },
     ),
 }
 
