@@ -98,6 +98,21 @@ def _stack_3d(unroll=False):
     return _randomize(keras.Model(inputs, outputs), seed=2), frame
 
 
+def _memory_stack():
+    """PredRNN++'s cells (causal LSTM, highway, ST-LSTM: the zigzag memory)
+    into an SA-ConvLSTM, on 6x6 frames."""
+    frame = (6, 6, 2)
+    inputs = keras.Input((None, *frame))
+    cells = [
+        kc.CausalLSTM2DCell(3, 3),
+        kc.GradientHighwayUnit2DCell(3, 3),
+        kc.SpatioTemporalLSTM2DCell(3, 3),
+    ]
+    x = kc.ConvRNN(cells, return_sequences=True)(inputs)
+    outputs = kc.SAConvLSTM2D(2, 3)(x)
+    return _randomize(keras.Model(inputs, outputs), seed=3), frame
+
+
 def _frames(shape, seed):
     return np.random.default_rng(seed).uniform(-1, 1, shape).astype("float32")
 
@@ -156,6 +171,10 @@ if ONNX_EXPORTS and BACKEND in ("tensorflow", "torch"):
     def test_onnx_file_of_1d_layers_serves_predict(tmp_path):
         model, frame = _stack_1d()
         _export_onnx_and_serve(model, frame, tmp_path / "convgru_1d.onnx")
+
+    def test_onnx_file_of_the_memory_cells_serves_predict(tmp_path):
+        model, frame = _memory_stack()
+        _export_onnx_and_serve(model, frame, tmp_path / "predrnn.onnx")
 
 
 if ONNX_EXPORTS and BACKEND == "tensorflow":
