@@ -54,6 +54,7 @@ API_PAGES = (
     "api/traj_gru.html",
     "api/predrnn.html",
     "api/sa_conv_lstm.html",
+    "api/models.html",
 )
 
 

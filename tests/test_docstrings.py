@@ -8,10 +8,12 @@ import pytest
 import keras_convgru as kc
 
 PUBLIC = [getattr(kc, name) for name in kc.__all__ if name != "__version__"]
+# The models of `kc.models` (the schedules have no call, so no shapes).
+MODELS = [kc.models.EncoderForecaster, kc.models.NextFrameForecaster]
 SECTIONS = ("Args:", "Call arguments:", "Input shape:", "Output shape:")
 
 
-@pytest.mark.parametrize("cls", PUBLIC, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", PUBLIC + MODELS, ids=lambda c: c.__name__)
 def test_docstring_has_keras_sections_and_a_running_example(cls):
     doc = cls.__doc__
     for section in (*SECTIONS, "Example:"):
