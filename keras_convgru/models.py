@@ -44,11 +44,22 @@ def _per_frame(layer, x):
     return ops.reshape(y, (shape[0], shape[1], *ops.shape(y)[1:]))
 
 
+class _BuiltFromInputShape:
+    """A model whose `build` creates every sublayer from the input shape,
+    which a loaded file rebuilds from (before any call)."""
+
+    def get_build_config(self):
+        return {"input_shape": self._built_input_shape}
+
+    def build_from_config(self, config):
+        self.build(config["input_shape"])
+
+
 # -- the encoder-forecaster --------------------------------------------------
 
 
 @_register
-class EncoderForecaster(keras.Model):
+class EncoderForecaster(_BuiltFromInputShape, keras.Model):
     """Encoder-forecaster of Shi et al. 2015 and 2017 (HKO-7).
 
     The encoder runs, per scale `s`, a strided convolution of every frame
@@ -243,12 +254,6 @@ class EncoderForecaster(keras.Model):
         self.head.build((None, frame_rows, frame_cols, self.filters[0]))
         self._built_input_shape = input_shape
         self.built = True
-
-    def get_build_config(self):
-        return {"input_shape": self._built_input_shape}
-
-    def build_from_config(self, config):
-        self.build(config["input_shape"])
 
     def encode(self, inputs, training=None):
         """The encoder: per scale, its output sequence and final states."""
@@ -476,7 +481,7 @@ def depth_to_space(patches, patch_size):
 
 
 @_register
-class NextFrameForecaster(keras.Model):
+class NextFrameForecaster(_BuiltFromInputShape, keras.Model):
     """PredRNN's autoregressive next-frame model over a stack of cells.
 
     Frames (cut into `patch_size` x `patch_size` patches stacked along the
@@ -621,12 +626,6 @@ class NextFrameForecaster(keras.Model):
         self.head.build(shape)
         self._built_input_shape = input_shape
         self.built = True
-
-    def get_build_config(self):
-        return {"input_shape": self._built_input_shape}
-
-    def build_from_config(self, config):
-        self.build(config["input_shape"])
 
     def call(self, inputs, training=None):
         frames = space_to_depth(inputs, self.patch_size)
