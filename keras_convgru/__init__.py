@@ -2,6 +2,8 @@
 ConvLSTM, TrajGRU, and the spatiotemporal memory cells of PredRNN,
 PredRNN++ and SA-ConvLSTM."""
 
+from keras_convgru import losses
+from keras_convgru import metrics
 from keras_convgru import models
 from keras_convgru.conv_gru import ConvGRU1D
 from keras_convgru.conv_gru import ConvGRU1DCell

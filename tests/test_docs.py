@@ -55,6 +55,7 @@ API_PAGES = (
     "api/predrnn.html",
     "api/sa_conv_lstm.html",
     "api/models.html",
+    "api/metrics.html",
 )
 
 
