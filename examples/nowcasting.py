@@ -155,138 +155,53 @@ def make_rain(num_sequences, seed=0):
 # --- models ------------------------------------------------------------------
 
 
-@keras.saving.register_keras_serializable(package="nowcasting")
-class PerFrame(keras.layers.TimeDistributed):
-    """`TimeDistributed`, computed as one call on all `batch * time`
-    frames (the same result; faster to compile and to train)."""
-
-    def call(self, inputs, training=None, mask=None):
-        shape = ops.shape(inputs)
-        frames = ops.reshape(inputs, (-1, *inputs.shape[2:]))
-        outputs = self.layer(frames, training=training)
-        return ops.reshape(outputs, (shape[0], shape[1], *outputs.shape[1:]))
-
-
-@keras.saving.register_keras_serializable(package="nowcasting")
-class FutureSteps(keras.layers.Layer):
-    """Zeros `(batch, steps, rows, cols, 1)`: the top forecaster's input.
-
-    Only the batch and frame size are taken from the encoded frames; no
-    value of any frame reaches the forecaster this way.
-    """
-
-    def __init__(self, steps, **kwargs):
-        super().__init__(**kwargs)
-        self.steps = steps
-
-    def call(self, encoded):
-        shape = ops.shape(encoded)
-        return ops.zeros(
-            (shape[0], self.steps, shape[2], shape[3], 1), dtype=self.dtype
-        )
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.steps, *input_shape[2:4], 1)
-
-    def get_config(self):
-        return {**super().get_config(), "steps": self.steps}
-
-
-def per_frame_conv(filters, kernel_size, strides=1, transpose=False, **kw):
-    layer = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
-    name = kw.pop("name", None)
-    conv = layer(filters, kernel_size, strides=strides, padding="same", **kw)
-    return PerFrame(conv, name=name)
-
-
-def recurrent_layer(kind, filters, links, name, **kwargs):
-    if kind == "TrajGRU2D":
-        return kc.TrajGRU2D(
-            filters,
-            3,
-            links=links,
-            flow_filters=16,
-            flow_kernel_size=5,
-            name=name,
-            **kwargs,
-        )
-    return kc.ConvGRU2D(filters, 3, padding="same", name=name, **kwargs)
-
-
-# The recurrent layers' filters (32x32 scale, 16x16 scale) and TrajGRU
+# The recurrent cells' filters (32x32 scale, 16x16 scale) and TrajGRU
 # links per model: the ConvGRU gets more filters so that the two models
 # have about the same number of parameters.
 MODELS = {
-    "TrajGRU2D": {"filters": (16, 32), "links": (5, 5)},
-    "ConvGRU2D": {"filters": (19, 39), "links": (None, None)},
+    "TrajGRU2D": {"filters": (16, 32), "links": 5},
+    "ConvGRU2D": {"filters": (19, 38), "links": None},
 }
 QUICK_MODELS = {
-    "TrajGRU2D": {"filters": (4, 4), "links": (3, 2)},
-    "ConvGRU2D": {"filters": (4, 4), "links": (None, None)},
+    "TrajGRU2D": {"filters": (4, 4), "links": 2},
+    "ConvGRU2D": {"filters": (4, 4), "links": None},
 }
 
 
 # Weights of the balanced loss: heavier rain counts more (as Shi et al.'s
-# B-MSE + B-MAE, whose weights are 1, 2, 5, 10, 30 by rain rate).
-LOSS_WEIGHTS = ((0.0, 1.0), (0.1, 2.0), (0.3, 5.0), (0.5, 10.0))
-
-
-@keras.saving.register_keras_serializable(package="nowcasting")
-def balanced_loss(y_true, y_pred):
-    """`mean(w * ((y_pred - y_true)**2 + |y_pred - y_true|))`, `w` by the
-    true intensity (`LOSS_WEIGHTS`)."""
-    weight = ops.zeros_like(y_true)
-    for threshold, value in LOSS_WEIGHTS:
-        weight = ops.where(y_true >= threshold, value, weight)
-    error = y_pred - y_true
-    return ops.mean(weight * (error * error + ops.abs(error)), axis=-1)
+# B-MSE, whose weights are 1, 2, 5, 10, 30 by rain rate).
+LOSS_THRESHOLDS = (0.1, 0.3, 0.5)
+LOSS_WEIGHTS = (2.0, 5.0, 10.0)
 
 
 def build_model(kind, filters, links, decay_steps=1000, run_eagerly=False):
-    """The encoder-forecaster with `kind` recurrent layers; see the
-    module's docstring. Adam with a cosine-decaying learning rate and the
-    balanced loss."""
-    f_low, f_high = filters
-    l_low, l_high = links
-    inputs = keras.Input(
-        (INPUT_STEPS, FRAME_SIZE, FRAME_SIZE, 1), name="observed_frames"
-    )
-    x = per_frame_conv(8, 3, strides=2, activation="leaky_relu")(inputs)
-    x, low_state = recurrent_layer(
-        kind,
-        f_low,
-        l_low,
-        "encoder_32",
-        return_sequences=True,
-        return_state=True,
-    )(x)
-    x = per_frame_conv(16, 3, strides=2, activation="leaky_relu")(x)
-    _, high_state = recurrent_layer(
-        kind, f_high, l_high, "encoder_16", return_state=True
-    )(x)
-
-    y = FutureSteps(OUTPUT_STEPS, name="future_steps")(x)
-    y = recurrent_layer(
-        kind, f_high, l_high, "forecaster_16", return_sequences=True
-    )(y, initial_state=[high_state])
-    y = per_frame_conv(
-        16, 4, strides=2, transpose=True, activation="leaky_relu"
-    )(y)
-    y = recurrent_layer(
-        kind, f_low, l_low, "forecaster_32", return_sequences=True
-    )(y, initial_state=[low_state])
-    y = per_frame_conv(
-        8, 4, strides=2, transpose=True, activation="leaky_relu"
-    )(y)
-    outputs = per_frame_conv(
-        1,
-        3,
-        activation="sigmoid",
+    """The encoder-forecaster (`kc.models.EncoderForecaster`) with `kind`
+    recurrent cells at the 32x32 and 16x16 scales; see the module's
+    docstring. Adam with a cosine-decaying learning rate and the balanced
+    MSE (`kc.losses.BalancedMSE`)."""
+    if kind == "TrajGRU2D":
+        cell, arguments = (
+            "TrajGRU2DCell",
+            {
+                "links": links,
+                "flow_filters": 16,
+                "flow_kernel_size": 5,
+            },
+        )
+    else:
+        cell, arguments = "ConvGRU2DCell", {}
+    model = kc.models.EncoderForecaster(
+        cell,
+        filters=list(filters),
+        strides=2,
+        output_steps=OUTPUT_STEPS,
+        output_activation="sigmoid",
         # Most pixels are dry: start near sigmoid(-3) = 0.05.
-        bias_initializer=keras.initializers.Constant(-3.0),
-        name="forecast",
-    )(y)
-    model = keras.Model(inputs, outputs, name=f"nowcast_{kind}")
+        output_bias_initializer=keras.initializers.Constant(-3.0),
+        cell_arguments=arguments,
+        name=f"nowcast_{kind}",
+    )
+    model.build((None, INPUT_STEPS, FRAME_SIZE, FRAME_SIZE, 1))
     model.compile(
         optimizer=keras.optimizers.Adam(
             keras.optimizers.schedules.CosineDecay(
@@ -294,7 +209,7 @@ def build_model(kind, filters, links, decay_steps=1000, run_eagerly=False):
             ),
             clipnorm=1.0,
         ),
-        loss=balanced_loss,
+        loss=kc.losses.BalancedMSE(LOSS_THRESHOLDS, LOSS_WEIGHTS),
         run_eagerly=run_eagerly,
     )
     return model
@@ -303,27 +218,30 @@ def build_model(kind, filters, links, decay_steps=1000, run_eagerly=False):
 # --- scores ----------------------------------------------------------------
 
 
-def csi(predicted, truth, threshold):
-    """Critical success index per lead time (axis 1), pooled over the
-    other axes: hits / (hits + misses + false alarms) of the events
-    `field >= threshold`. NaN where neither field has an event."""
-    forecast = predicted >= threshold
-    observed = truth >= threshold
-    axes = tuple(a for a in range(truth.ndim) if a != 1)
-    hits = np.sum(forecast & observed, axis=axes)
-    misses = np.sum(~forecast & observed, axis=axes)
-    false_alarms = np.sum(forecast & ~observed, axis=axes)
-    total = hits + misses + false_alarms
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, hits / np.maximum(total, 1), np.nan)
+def per_lead_time(metric, predicted, truth):
+    """`metric` (a `kc.metrics` score) at each lead time (axis 1), pooled
+    over the test sequences."""
+    values = []
+    for t in range(truth.shape[1]):
+        metric.reset_state()
+        metric.update_state(truth[:, t], predicted[:, t])
+        values.append(float(ops.convert_to_numpy(metric.result())))
+    return values
 
 
 def scores(predicted, truth):
-    """MSE and CSI at every threshold, per lead time (lists)."""
-    result = {"mse": ((predicted - truth) ** 2).mean(axis=(0, 2, 3, 4))}
+    """MSE, and CSI and HSS at every threshold, per lead time (lists)."""
+    result = {
+        "mse": [float(v) for v in ((predicted - truth) ** 2).mean((0, 2, 3, 4))]
+    }
     for threshold in THRESHOLDS:
-        result[f"csi@{threshold}"] = csi(predicted, truth, threshold)
-    return {k: [float(v) for v in values] for k, values in result.items()}
+        result[f"csi@{threshold}"] = per_lead_time(
+            kc.metrics.CriticalSuccessIndex(threshold), predicted, truth
+        )
+        result[f"hss@{threshold}"] = per_lead_time(
+            kc.metrics.HeidkeSkillScore(threshold), predicted, truth
+        )
+    return result
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -93,6 +93,9 @@ class EncoderForecaster(_BuiltFromInputShape, keras.Model):
             upsampling convolutions (default 3).
         output_channels: int or `None` (default: the input's channels).
         output_activation: activation of the frames (default `None`).
+        output_bias_initializer: initializer of the last convolution's
+            bias (default `"zeros"`; e.g. a negative constant under a
+            `"sigmoid"` for mostly dry rain fields).
         cell_arguments: dict of further arguments of every cell (e.g.
             `{"links": 5}` for TrajGRU), or `None`.
         **kwargs: standard model arguments (`name`, ...).
@@ -128,6 +131,7 @@ class EncoderForecaster(_BuiltFromInputShape, keras.Model):
         conv_kernel_size=3,
         output_channels=None,
         output_activation=None,
+        output_bias_initializer="zeros",
         cell_arguments=None,
         **kwargs,
     ):
@@ -151,6 +155,9 @@ class EncoderForecaster(_BuiltFromInputShape, keras.Model):
             else validate_positive_int(output_channels, "output_channels")
         )
         self.output_activation = keras.activations.get(output_activation)
+        self.output_bias_initializer = keras.initializers.get(
+            output_bias_initializer
+        )
         self.cell_arguments = dict(cell_arguments or {})
         cells = cell if isinstance(cell, (list, tuple)) else [cell] * scales
         if len(cells) != scales:
@@ -227,6 +234,7 @@ class EncoderForecaster(_BuiltFromInputShape, keras.Model):
             3,
             padding="same",
             activation=self.output_activation,
+            bias_initializer=self.output_bias_initializer,
             name="head",
         )
         # Every sublayer, built here for its scale (a loaded model is
@@ -300,6 +308,9 @@ class EncoderForecaster(_BuiltFromInputShape, keras.Model):
             "output_channels": self.output_channels,
             "output_activation": keras.activations.serialize(
                 self.output_activation
+            ),
+            "output_bias_initializer": keras.initializers.serialize(
+                self.output_bias_initializer
             ),
             "cell_arguments": dict(self.cell_arguments),
         }

@@ -120,18 +120,20 @@ def test_single_rain_cells_move_two_to_six_pixels_per_frame_and_turn(
 
 
 def test_csi_counts_hits_misses_and_false_alarms_per_lead_time():
-    truth = np.zeros((2, 2, 2, 2, 1))
+    truth = np.zeros((2, 2, 2, 2, 1), "float32")
     predicted = np.zeros_like(truth)
     # Lead 0: 2 hits, 1 miss, 1 false alarm -> 2 / 4.
     truth[0, 0, 0, 0] = truth[0, 0, 0, 1] = truth[1, 0, 1, 1] = 0.8
     predicted[0, 0, 0, 0] = predicted[0, 0, 0, 1] = 0.6
     predicted[1, 0, 0, 0] = 0.9
     # Lead 1: no event at all in either field -> undefined.
-    csi = nowcasting.csi(predicted, truth, 0.5)
+    csi = nowcasting.scores(predicted, truth)["csi@0.5"]
     assert csi[0] == pytest.approx(0.5)
     assert math.isnan(csi[1])
-    # Below the threshold nothing is an event.
-    assert math.isnan(nowcasting.csi(predicted, truth, 0.95)[0])
+    # HSS of lead 0 by hand: a=2, b=1, c=1, d=4 of n=8.
+    hss = nowcasting.scores(predicted, truth)["hss@0.5"][0]
+    expected = 2 * (2 * 4 - 1 * 1) / ((2 + 1) * (1 + 4) + (2 + 1) * (1 + 4))
+    assert hss == pytest.approx(expected)
 
 
 @pytest.mark.tensorflow_session  # the same count on every backend
