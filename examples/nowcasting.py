@@ -6,23 +6,25 @@ rotation about a random centre plus a drift), at 2 to 6 pixels per frame,
 so the motion outruns what a 3x3 state-to-state kernel can follow in one
 step. A model sees 5 frames (64x64) and forecasts the next 10.
 
-Two encoder-forecasters of the same shape, as in Shi et al. (NeurIPS 2017,
-the HKO-7 benchmark), are trained the same way with `fit`: per frame, a
-strided convolution downsamples 64x64 to 32x32 and a second one to 16x16,
-with a recurrent encoder layer at each scale; the forecaster runs the
-same two scales in reverse, starting from the encoder's states, fed with
-zeros at the top and with the upsampled outputs below, and transposed
-convolutions bring it back to 64x64. The loss is Shi et al.'s balanced
-MSE + MAE: errors on heavier rain weigh more. One model's recurrent layers are
-`keras_convgru.TrajGRU2D`, the other's `keras_convgru.ConvGRU2D`, with
-filters chosen so that both have about the same number of parameters.
+Two encoder-forecasters of the same shape, `kc.models.EncoderForecaster`
+as in Shi et al. (NeurIPS 2017, the HKO-7 benchmark), are trained the same
+way with `fit`: per frame, a strided convolution downsamples 64x64 to
+32x32 and a second one to 16x16, with a recurrent encoder layer at each
+scale; the forecaster runs the same two scales in reverse, starting from
+the encoder's states, fed with zeros at the top and with the upsampled
+outputs below (resize, then convolve), back to 64x64. The loss is Shi et
+al.'s balanced MSE (`kc.losses.BalancedMSE`): errors on heavier rain weigh
+more. One model's recurrent cells are `keras_convgru.TrajGRU2DCell`, the
+other's `keras_convgru.ConvGRU2DCell`, with filters chosen so that both
+have about the same number of parameters.
 
 The script prints, per lead time, the test MSE and the critical success
-index (CSI = hits / (hits + misses + false alarms)) at three rain
-thresholds, for both models and for persistence (the last observed frame
-held still), the training time of each model, and draws the inputs, the
-truth and both forecasts of one test sequence. It writes a markdown table,
-a JSON copy and the figure to `--out`.
+index (CSI = hits / (hits + misses + false alarms), `kc.metrics`) at three
+rain thresholds (and writes the Heidke skill score too), for both models
+and for persistence (the last observed frame held still), the training
+time of each model, and draws the inputs, the truth and both forecasts of
+one test sequence. It writes a markdown table, a JSON copy and the figure
+to `--out`.
 
 Run with `make nowcast`, or:
 
