@@ -262,8 +262,16 @@ class ConvRNNCellBase(keras.layers.Layer, DropoutRNNCell):
 def dropout_mask(cell, shape, rate):
     """A scaled Bernoulli mask (`keras.random.dropout` of ones) drawn
     from the cell's `seed_generator`."""
+    seed_generator = getattr(cell, "seed_generator", None)
+    if seed_generator is None:
+        raise ValueError(
+            f"Cell {cell!r} has dropout or recurrent_dropout={rate}, so "
+            "ConvRNN draws its masks from the cell's `seed_generator` (a "
+            "`keras.random.SeedGenerator`), which the cell lacks. Give it "
+            "one (see the cell protocol, docs/guides/cells.md)."
+        )
     ones = ops.ones(shape, dtype=cell.compute_dtype)
-    return keras.random.dropout(ones, rate, seed=cell.seed_generator)
+    return keras.random.dropout(ones, rate, seed=seed_generator)
 
 
 def named_arguments(local_variables):

@@ -223,7 +223,8 @@ class ConvRNN(keras.layers.RNN):
 
         Returns:
             bool, or `False` for cells that `ConvRNN` does not drive itself
-            (and for a protocol cell without `projection_channels`).
+            (and, for frames of known size, for a protocol cell without
+            `projection_channels`).
         """
         return _recurrence.hoists_input_projection(self, sequences_shape)
 

@@ -11,6 +11,7 @@ autoregressive next-frame model with scheduled sampling.
   (`LinearSampling`) or PredRNN-V2's reverse schedule (`ReverseSampling`).
 """
 
+import inspect
 import math
 
 import keras
@@ -337,8 +338,6 @@ def _cell_name(cell):
 
 def _same_padding(cell_class):
     """`padding="same"` for the cells that take a padding other than it."""
-    import inspect
-
     parameter = inspect.signature(cell_class).parameters.get("padding")
     if parameter is not None and parameter.default != "same":
         return {"padding": "same"}

@@ -211,3 +211,19 @@ def test_memory_cells_of_different_filters_are_named():
     ]
     with pytest.raises(ValueError, match="'narrow': 2, 'wide': 3"):
         kc.ConvRNN(cells)
+
+
+class SeedlessCell(ConvSimpleRNNCell):
+    """The guide's cell without its `seed_generator`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        del self.seed_generator
+
+
+def test_a_dropout_cell_without_a_seed_generator_is_named():
+    layer = kc.ConvRNN(SeedlessCell(4, 3, recurrent_dropout=0.5))
+    with pytest.raises(ValueError, match="seed_generator"):
+        layer(frames(), training=True)
+    # Without dropout it needs none.
+    assert tuple(layer(frames()).shape) == (2, 6, 6, 4)
