@@ -18,6 +18,7 @@ import keras
 from keras import ops
 
 from keras_convgru import _recurrence
+from keras_convgru import _replicas
 from keras_convgru import _rnn_checks
 from keras_convgru._validation import is_int
 from keras_convgru._validation import validate_positive_int
@@ -515,8 +516,10 @@ class NextFrameForecaster(_BuiltFromInputShape, keras.Model):
     `ReverseSampling` also replaces observed frames by predictions). `ε`
     is one value per training step for every replica, read from the
     model's own step counter `sampling_iteration`; the draws are per
-    sample. Outside training (`predict`, `evaluate`) the model always
-    feeds its own predictions after the observed frames. The output is
+    sample, and data parallel (`MirroredStrategy`, JAX's `DataParallel`)
+    each sample gets the draws one device would give it. Outside
+    training (`predict`, `evaluate`) the model always feeds its own
+    predictions after the observed frames. The output is
     the `T − 1` next-frame predictions (as PredRNN trains on them): train
     with `fit(sequences, sequences[:, 1:])`; the forecast is the last
     `output_steps` of them. Cells with a step loss (PredRNN-V2's
@@ -653,9 +656,7 @@ class NextFrameForecaster(_BuiltFromInputShape, keras.Model):
             forecast_p, observed_p = self.sampling.probabilities(
                 ops.cast(self.sampling_iteration, "float32")
             )
-            draws = keras.random.uniform(
-                (2, total - 1, batch, 1, 1, 1), seed=self.seed_generator
-            )
+            draws = self._sampling_draws(total - 1, batch)
             true_token = ops.cast(draws[0] < forecast_p, frames.dtype)
             observed_token = ops.cast(draws[1] < observed_p, frames.dtype)
             self.sampling_iteration.assign_add(1.0)
@@ -691,6 +692,24 @@ class NextFrameForecaster(_BuiltFromInputShape, keras.Model):
             self.add_loss(weight * sums[k] / (total - 1))
         outputs = ops.stack(predictions, axis=1)
         return depth_to_space(outputs, self.patch_size)
+
+    def _sampling_draws(self, steps, batch):
+        """Uniform draws `(2, steps, batch, 1, 1, 1)`, per sample and step.
+
+        On one of several TensorFlow replicas (`MirroredStrategy`), each
+        holding a copy of the seed generator's state, the draws are those
+        of the global batch of `batch * replicas` samples, as one device
+        would draw them, and this replica keeps the rows of its share: its
+        samples get the choices one device would give them, where draws
+        of the local batch would repeat on every replica.
+        """
+        replica, replicas = _replicas.replica_slot()
+        shape = (2, steps, batch * replicas, 1, 1, 1)
+        draws = keras.random.uniform(shape, seed=self.seed_generator)
+        if replicas == 1:
+            return draws
+        start = (0, 0, replica * batch, 0, 0, 0)
+        return ops.slice(draws, start, (2, steps, batch, 1, 1, 1))
 
     def compute_output_shape(self, input_shape):
         total = self.input_steps + self.output_steps

@@ -478,8 +478,9 @@ def trainable(model):
 
 def forecaster_runs(cases, distributed, local_counters):
     """Every case on one device, then inside `distributed()`; the arrays
-    to save and the last distributed model. `local_counters(model)`:
-    `sampling_iteration` as each replica holds it."""
+    to save and the last case's models (one device, distributed).
+    `local_counters(model)`: `sampling_iteration` as each replica holds
+    it."""
     arrays = {}
     for case in cases:
         single = build_forecaster(case)
@@ -498,7 +499,7 @@ def forecaster_runs(cases, distributed, local_counters):
                 [float(single.sampling_iteration.numpy())]
             )
             arrays[f"{case}__counters"] = np.array(local_counters(model))
-    return arrays, model
+    return arrays, (single, model)
 
 
 def mirrored_forecaster_worker(path, timeout):
@@ -516,11 +517,14 @@ def mirrored_forecaster_worker(path, timeout):
         local = strategy.experimental_local_results(variable)
         return [float(v.numpy()) for v in local]
 
-    arrays, coin = forecaster_runs(
+    arrays, (single, coin) = forecaster_runs(
         ENGINE_CASES["mirrored"], strategy.scope, local_counters
     )
     # The sampling choices of each replica: a global batch of one sequence
-    # repeated, through the "coin" model in training, each replica's half.
+    # repeated, through the "coin" model in training, each replica's half;
+    # and through the one-device "coin" model (its weights and its seed
+    # generator's state those of the replicas, both after MODEL_STEPS
+    # steps), the whole batch.
     sequence = model_data("coin")[0][:1]
     batch = np.repeat(sequence, 2 * GLOBAL_BATCH, axis=0)
     dataset = tf.data.Dataset.from_tensor_slices(batch).batch(len(batch))
@@ -532,6 +536,7 @@ def mirrored_forecaster_worker(path, timeout):
 
     for i, output in enumerate(strategy.experimental_local_results(forward(x))):
         arrays[f"replica_{i}_outputs"] = output.numpy()
+    arrays["single_outputs"] = np.array(single(batch, training=True))
     np.savez(path, replicas=strategy.num_replicas_in_sync, **arrays)
 
 
@@ -733,22 +738,30 @@ def test_jax_data_parallel_draws_the_samples_choices_as_one_device(
     assert_weights_match_one_device(read_case(path, "coin"))
 
 
-@pytest.mark.xfail(
-    reason="models.py draws the sampling choices from the model's seed "
-    "generator, whose state every MirroredStrategy replica holds a copy "
-    "of: each replica draws the same choices for its share of the batch",
-    strict=True,
-)
 def test_mirrored_replicas_draw_their_own_sampling_choices(
     forecaster_runs_of,
 ):
+    # Every MirroredStrategy replica holds a copy of the seed generator's
+    # state; each draws the choices of the global batch, as one device
+    # does, and keeps its share's.
     results, path = forecaster_runs_of["mirrored"]
     assert_succeeded(results)
     with np.load(path) as result:
         first, second = result["replica_0_outputs"], result["replica_1_outputs"]
+        single = result["single_outputs"]
     # The same sequence everywhere: within a replica the samples differ
     # (per-sample draws) ...
     forecast = first[:, OBSERVED:].reshape(len(first), -1)
     assert np.abs(forecast - forecast[:1]).max() > 1e-3
-    # ... and across replicas they must too.
+    # ... and across replicas they must too ...
     assert np.abs(first - second).max() > 1e-3
+    # ... as one device draws them for the whole batch: sample k of the
+    # global batch gets the same choices on one device and on its replica
+    # (a changed choice moves an output by about 1e-1).
+    assert len(first) + len(second) == len(single)
+    np.testing.assert_allclose(
+        np.concatenate([first, second]), single, rtol=RTOL, atol=ATOL
+    )
+    # So training leaves the choices to chance and still ends with one
+    # device's weights.
+    assert_weights_match_one_device(read_case(path, "coin"))
